@@ -14,7 +14,7 @@ app = typer.Typer(
 )
 
 # module -> how it is attached: a module exposing `register(app)` adds its commands itself.
-_PARTS = ("score", "data", "train", "eval", "align", "demo")
+_PARTS = ("score", "compare", "data", "train", "eval", "align", "demo")
 
 
 def _attach() -> None:

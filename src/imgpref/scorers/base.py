@@ -1,7 +1,8 @@
 """The Scorer contract: a backbone (embeddings) plus a head (embeddings -> one score per image).
 
 Every scorer, prompt-conditioned or not, learned or weight-free, is a `Scorer`. Several scorers may hold the
-same `Backbone` object; `imgpref.scorers.run.score_batch` then runs that backbone once for all of them.
+same `Backbone` object; `imgpref.scorers.multi.score_with_shared_backbones` then runs that backbone once for
+all of them.
 """
 from __future__ import annotations
 
@@ -153,7 +154,19 @@ class Scorer(nn.Module):
 
     @torch.no_grad()
     def score(self, images: Sequence[Image.Image] | Tensor, prompts: Sequence[str] | None = None) -> Tensor:
-        """PIL images (or float [B, 3, H, W] in [0, 1]) -> scores [B] (no gradients)."""
+        """PIL images (or float [B, 3, H, W] in [0, 1]) -> scores [B] (no gradients, eval mode).
+
+        Runs in eval mode (dropout off) and restores the previous mode, so a scorer being trained can be
+        scored mid-training and still gets deterministic scores.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self._score(images, prompts)
+        finally:
+            self.train(was_training)
+
+    def _score(self, images: Sequence[Image.Image] | Tensor, prompts: Sequence[str] | None) -> Tensor:
         if torch.is_tensor(images):
             check_unit_range(images)
             pixels = self.backbone.pixels_to_input(images.to(self.device))

@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# The GPM form lives in scorers (the GPM head needs it; scorers never import train); re-exported here.
+from imgpref.scorers.gpm import gpm_score  # noqa: F401
+
 
 def vote_fraction(votes: Tensor) -> Tensor:
     """q = (votes_0 + 0.5 * votes_tie) / n, the empirical P(image 0 preferred), ties split evenly."""
@@ -118,13 +121,6 @@ def plackett_luce_batch(scores: Tensor, order: Tensor, mask: Tensor) -> Tensor:
     tail = torch.logcumsumexp(r.flip(1), dim=1).flip(1)
     per = torch.where(mask, tail - r, torch.zeros_like(r)).sum(1)
     return per.mean()
-
-
-def gpm_score(va: Tensor, vb: Tensor) -> Tensor:
-    """General Preference Model: s(a, b) = sum_l va[2l] vb[2l+1] - va[2l+1] vb[2l]. Antisymmetric."""
-    if va.shape[-1] % 2:
-        raise ValueError(f"GPM vectors need an even dimension 2k; got {va.shape[-1]}")
-    return (va[..., 0::2] * vb[..., 1::2] - va[..., 1::2] * vb[..., 0::2]).sum(-1)
 
 
 def gpm_prob(va: Tensor, vb: Tensor) -> Tensor:

@@ -1,0 +1,177 @@
+"""Throughput of `score_paths` on generated 1024x1024 JPEGs with an open_clip ViT-B-32 (random weights).
+
+One run prints one table and writes it to benchmarks/RESULTS.md under "## score_throughput":
+(a) the pure forward pass on pre-decoded tensors at the best batch size (the limit), (b) `score_paths` end to
+end, (c) a naive loop (open, preprocess, score one image at a time in the main process); 3 heads sharing one
+backbone vs 1 head; a cached re-run vs an uncached run. Targets (CPU): (b) >= 0.85x (a), (b) >= 1.3x (c),
+3 heads <= 1.15x the time of 1 head, cached >= 10x faster than uncached.
+
+    python benchmarks/score_throughput.py [--images 256] [--batch-size 32] [--workers auto]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SECTION = "score_throughput"
+
+
+def generate_images(folder: Path, n: int, size: int = 1024, seed: int = 0) -> list[Path]:
+    """Textured JPEGs (quality 90): smoothed multi-scale noise + colour gradients, like photos to a codec."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    paths = []
+    for k in range(n):
+        arr = np.zeros((size, size, 3), np.float32)
+        for cells, weight in ((4, 0.5), (16, 0.3), (64, 0.15), (256, 0.05)):
+            small = Image.fromarray((rng.random((cells, cells, 3)) * 255).astype(np.uint8))
+            arr += weight * np.asarray(small.resize((size, size), Image.BICUBIC), np.float32)
+        a, b = rng.random(2) * 2 * np.pi
+        grad = 60 * np.stack([np.sin(a + 3 * xx), np.cos(b + 3 * yy), np.sin(a + b + 2 * (xx + yy))], -1)
+        img = np.clip(arr + grad, 0, 255).astype(np.uint8)
+        p = folder / f"gen_{k:04d}.jpg"
+        Image.fromarray(img).save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def build_scorers(n_heads: int, backbone=None):
+    import open_clip
+
+    from imgpref.scorers.backbones.open_clip_backbone import OpenClipBackbone
+    from imgpref.scorers.base import Scorer, ScorerInfo
+    from imgpref.scorers.heads import LinearHead
+
+    if backbone is None:
+        torch.manual_seed(0)
+        model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+        backbone = OpenClipBackbone.from_model(model, "ViT-B-32", key="bench:ViT-B-32-random")
+    scorers = []
+    for h in range(n_heads):
+        torch.manual_seed(100 + h)
+        scorers.append(Scorer(backbone, LinearHead(backbone.embed_dim).eval(), ScorerInfo(name=f"head{h}")))
+    return backbone, scorers
+
+
+@torch.inference_mode()
+def forward_limit(backbone, tensors: torch.Tensor, batch_sizes, n: int) -> tuple[float, int, dict]:
+    """Images/s of embed_images on pre-decoded tensors; best over batch sizes."""
+    rates = {}
+    for bs in batch_sizes:
+        backbone.embed_images(tensors[:bs])  # warm-up at this shape
+        idx = torch.arange(n) % len(tensors)
+        t = time.perf_counter()
+        for s in range(0, n, bs):
+            backbone.embed_images(tensors[idx[s : s + bs]])
+        rates[bs] = n / (time.perf_counter() - t)
+    best = max(rates, key=rates.get)
+    return rates[best], best, rates
+
+
+@torch.inference_mode()
+def naive_loop(scorer, paths) -> float:
+    """Images/s of: open, preprocess, score one image at a time in the main process."""
+    t = time.perf_counter()
+    for p in paths:
+        with Image.open(p) as im:
+            x = scorer.preprocess(im.convert("RGB")).unsqueeze(0)
+        scorer.score_embeddings(scorer.embed_images(x))
+    return len(paths) / (time.perf_counter() - t)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def write_results(table: str, command: str) -> None:
+    body = f"## {SECTION}\n\nCommand: `{command}`\n\n{table}\n"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^## {SECTION}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: body + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + body
+    RESULTS.write_text(text.rstrip("\n") + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=None, help="score_paths batch size (default: the best forward one)")
+    ap.add_argument("--workers", default="auto", help="score_paths workers (auto = its default)")
+    ap.add_argument("--naive-images", type=int, default=64)
+    ap.add_argument("--forward-images", type=int, default=128)
+    ap.add_argument("--keep", action="store_true", help="keep the generated images")
+    ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = ap.parse_args()
+
+    from imgpref.scorers.score_paths import default_workers, score_paths
+
+    workers = default_workers() if args.workers == "auto" else int(args.workers)
+    tmp = Path(tempfile.mkdtemp(prefix="imgpref-bench-"))
+    try:
+        t = time.perf_counter()
+        paths = generate_images(tmp / "images", args.images)
+        gen_s = time.perf_counter() - t
+        backbone, one = build_scorers(1)
+        _, three = build_scorers(3, backbone)
+
+        pre = torch.stack([backbone.preprocess(Image.open(p).convert("RGB")) for p in paths[:32]])
+        log(f"generated {len(paths)} images in {gen_s:.1f} s; timing the pure forward pass")
+        fwd_rate, best_bs, rates = forward_limit(backbone, pre, (8, 16, 32, 64), args.forward_images)
+        bs = args.batch_size or best_bs
+        log(f"forward: {rates}")
+
+        def e2e(scorers, **kw) -> tuple[float, dict]:
+            t0 = time.perf_counter()
+            df = score_paths([tmp / "images"], scorers, batch_size=bs, num_workers=workers, progress=False, **kw)
+            dt = time.perf_counter() - t0
+            log(f"score_paths {len(scorers)} head(s) {kw or ''}: {dt:.2f} s, {df.attrs['stats']}")
+            assert df["error"].isna().all() and len(df) == len(paths) * len(scorers)
+            return dt, df.attrs["stats"]
+
+        t1, _ = e2e(one)
+        t3, _ = e2e(three)
+        naive_rate = naive_loop(one[0], paths[: args.naive_images])
+        log(f"naive: {naive_rate:.2f} img/s")
+        t_uncached, s_unc = e2e(three, cache=tmp / "cache")
+        t_cached, s_c = e2e(three, cache=tmp / "cache")
+        assert s_c["embedded"] == 0 and s_c["decoded"] == 0, s_c
+
+        n = len(paths)
+        e2e_rate = n / t1
+        rows = [
+            ("(a) pure forward, pre-decoded tensors (best batch)", f"{fwd_rate:.1f} img/s", f"batch {best_bs}; " + ", ".join(f"{k}: {v:.1f}" for k, v in rates.items())),
+            ("(b) score_paths end to end, 1 head", f"{e2e_rate:.1f} img/s", f"{e2e_rate / fwd_rate:.2f}x (a) [target >= 0.85]"),
+            ("(c) naive loop, one image at a time", f"{naive_rate:.1f} img/s", f"(b) = {e2e_rate / naive_rate:.2f}x (c) [target >= 1.3]"),
+            ("3 heads on one backbone vs 1 head", f"{t3:.2f} s vs {t1:.2f} s", f"{t3 / t1:.3f}x the time [target <= 1.15]"),
+            ("cached re-run vs uncached (3 heads, --cache)", f"{t_cached:.2f} s vs {t_uncached:.2f} s", f"{t_uncached / t_cached:.1f}x faster [target >= 10]"),
+        ]
+        lines = ["| measure | value | ratio |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+        setup = (
+            f"{n} generated 1024x1024 JPEGs (q90); open_clip ViT-B-32, random weights, fp32; CPU "
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+            f"{torch.get_num_threads()}; score_paths batch {bs}, workers {workers}; torch {torch.__version__}; "
+            f"image generation {gen_s:.1f} s (not timed)."
+        )
+        table = setup + "\n\n" + "\n".join(lines)
+        print(table)
+        if not args.no_write:
+            write_results(table, "python benchmarks/score_throughput.py " + " ".join(sys.argv[1:]))
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Export of an aligned UNet in the formats plain diffusers reads, and loading it back onto its base pipeline.
+
+LoRA: `DIR/pytorch_lora_weights.safetensors` (diffusers key format, adapter config as metadata), loadable with
+`pipe.load_lora_weights(DIR)`. Full fine-tune: `DIR/unet/` via `save_pretrained`, loadable with
+`UNet2DConditionModel.from_pretrained(DIR, subfolder="unet")`. Both also get `DIR/imgpref_align.yaml` naming the
+base pipeline, so `load_aligned_pipeline(DIR)` can rebuild the whole thing.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ALIGN_META = "imgpref_align.yaml"
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def export_aligned(module, out_dir: str | os.PathLike, *, use_ema: bool = True, extra: dict[str, Any] | None = None) -> Path:
+    """Write the module's trained weights (EMA weights when the module keeps them and `use_ema`) to `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hp = dict(module.hparams)
+    meta = {
+        "format": "lora" if module.lora_config is not None else "full",
+        "base_pipeline": str(hp.get("pipeline")),
+        "base_seed": int(hp.get("seed", 0)),
+        "prediction_type": module.noise_scheduler.config.prediction_type,
+        "sdxl": bool(module.sdxl),
+        "method": module.method,
+        "beta": module.beta,
+        "ema": bool(use_ema and module._ema is not None),
+        "hparams": {k: (list(v) if isinstance(v, tuple) else v) for k, v in hp.items()},
+    }
+    if extra:
+        meta.update(extra)
+    with module.ema_weights() if use_ema else _null():
+        if module.lora_config is not None:
+            _save_lora(module, out)
+        else:
+            module.unet.save_pretrained(out / "unet", safe_serialization=True)
+    tmp = out / (ALIGN_META + ".tmp")
+    tmp.write_text(yaml.safe_dump(meta, sort_keys=False))
+    os.replace(tmp, out / ALIGN_META)
+    return out
+
+
+def _save_lora(module, out: Path) -> None:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(module.unet))
+    state = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+    # The adapter config travels as metadata so lora_alpha != rank is restored exactly on load.
+    meta = module.unet.peft_config["default"].to_dict()
+    meta = {k: (sorted(v) if isinstance(v, set) else v) for k, v in meta.items()}
+    cls = StableDiffusionXLPipeline if module.sdxl else StableDiffusionPipeline
+    cls.save_lora_weights(out, unet_lora_layers=state, safe_serialization=True, unet_lora_adapter_metadata=meta)
+
+
+def read_align_meta(aligned_dir: str | os.PathLike) -> dict[str, Any]:
+    """The `imgpref_align.yaml` of an export folder (or of `<run>/aligned`)."""
+    d = resolve_aligned_dir(aligned_dir)
+    return yaml.safe_load((d / ALIGN_META).read_text()) or {}
+
+
+def resolve_aligned_dir(aligned_dir: str | os.PathLike) -> Path:
+    """Accept either the export folder itself or an `imgpref align` run folder holding `aligned/`."""
+    d = Path(aligned_dir)
+    for cand in (d, d / "aligned"):
+        if (cand / LORA_FILE).is_file() or (cand / "unet" / "config.json").is_file():
+            return cand
+    raise FileNotFoundError(
+        f"{d} holds no aligned weights ({LORA_FILE} or unet/config.json); give the folder written by "
+        "`imgpref align` (its aligned/ subfolder) or by imgpref.align.export.export_aligned"
+    )
+
+
+def load_aligned_pipeline(aligned_dir: str | os.PathLike, base: Any = None, *, torch_dtype=None):
+    """Base pipeline + aligned weights, with plain diffusers calls (`load_lora_weights` or a UNet swap).
+
+    base: a pipeline object, a spec for `load_pipeline` ("tiny", folder, hub id), or None to use the base named
+    in the export's `imgpref_align.yaml`.
+    """
+    from imgpref.align.pipeline_io import load_pipeline
+
+    d = resolve_aligned_dir(aligned_dir)
+    meta = yaml.safe_load((d / ALIGN_META).read_text()) if (d / ALIGN_META).is_file() else {}
+    if base is None:
+        if "base_pipeline" not in meta:
+            raise ValueError(f"{d} does not name its base pipeline ({ALIGN_META} missing); pass base=...")
+        base = meta["base_pipeline"]
+    pipe = base if not isinstance(base, (str, os.PathLike)) else load_pipeline(
+        base, seed=int(meta.get("base_seed", 0)), torch_dtype=torch_dtype,
+        prediction_type=meta.get("prediction_type"),
+    )
+    if (d / LORA_FILE).is_file():
+        pipe.load_lora_weights(str(d))
+    else:
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(str(d), subfolder="unet", torch_dtype=pipe.unet.dtype)
+        pipe.register_modules(unet=unet.to(pipe.unet.device))
+    return pipe
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False

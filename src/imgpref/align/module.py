@@ -1,0 +1,380 @@
+"""The diffusion preference LightningModule: Diffusion-DPO / MaPO / Diffusion-KTO on (prompt, winner, loser) pairs.
+
+Only wiring lives here (data -> frozen VAE / text encoders -> UNet -> loss from `imgpref.align.losses`).
+The two images of a pair share one timestep and one noise. The UNet is trained (LoRA through peft, or in full);
+VAE and text encoders are frozen. DPO's reference is either the same UNet with its LoRA adapters disabled
+(`reference="adapters_off"`, no second copy in memory) or a frozen copy (`reference="copy"`, required for full
+fine-tuning, optionally kept on the CPU).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from imgpref.align.conditioning import encode_prompts
+from imgpref.align.losses import (
+    diffusion_dpo_loss,
+    diffusion_kto_loss,
+    diffusion_target,
+    mapo_loss,
+    per_sample_mse,
+)
+from imgpref.align.pipeline_io import is_sdxl, load_pipeline
+
+METHODS = ("dpo", "mapo", "kto")
+FINETUNES = ("lora", "full")
+REFERENCES = ("adapters_off", "copy")
+DEFAULT_BETA = {"dpo": 5000.0, "mapo": 0.1, "kto": 5000.0}
+DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")
+
+
+class DiffusionPreferenceModule(L.LightningModule):
+    """Preference fine-tuning of a diffusers UNet.
+
+    Args:
+        pipeline: "tiny" / "tiny-sdxl", a pipeline folder, or a hub id (see `load_pipeline`); ignored when `pipe`
+            (an already loaded pipeline object) is given.
+        method: "dpo" (Diffusion-DPO), "mapo" (MaPO, no reference) or "kto" (Diffusion-KTO on both images, the
+            winner desirable and the loser undesirable).
+        beta: the method's beta (default 5000 for DPO/KTO, 0.1 for MaPO).
+        mapo_s, mapo_T: MaPO's s and T (T defaults to the scheduler's num_train_timesteps).
+        finetune: "lora" (peft adapters on `lora_targets`) or "full".
+        reference: "adapters_off" (LoRA only) or "copy" (a frozen copy of the initial UNet).
+        reference_device: "same" or "cpu" (keep the reference copy on the CPU; slower, saves accelerator memory).
+        prompt_dropout: probability of replacing a pair's prompt by "" (classifier-free-guidance dropout);
+            0 by default and logged, never hidden.
+        timestep_range: (lo, hi) training timesteps are drawn uniformly from [lo, hi).
+        ema_decay: if set, keep an exponential moving average of the trained weights (used for export).
+        frozen_dtype: "auto" (bf16/fp16 for the frozen parts when the trainer runs in that precision on an
+            accelerator, else float32), "float32", "bfloat16" or "float16".
+    """
+
+    def __init__(
+        self,
+        pipeline: str = "tiny",
+        method: str = "dpo",
+        beta: float | None = None,
+        mapo_s: float = 0.5,
+        mapo_T: int | None = None,
+        finetune: str = "lora",
+        lora_rank: int = 4,
+        lora_alpha: float | None = None,
+        lora_dropout: float = 0.0,
+        lora_targets: Sequence[str] = DEFAULT_LORA_TARGETS,
+        reference: str = "adapters_off",
+        reference_device: str = "same",
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        gradient_checkpointing: bool = False,
+        prompt_dropout: float = 0.0,
+        timestep_range: tuple[int, int] | None = None,
+        ema_decay: float | None = None,
+        frozen_dtype: str = "auto",
+        prediction_type: str | None = None,
+        seed: int = 0,
+        pipe: Any = None,
+    ) -> None:
+        super().__init__()
+        _check_choice("method", method, METHODS)
+        _check_choice("finetune", finetune, FINETUNES)
+        _check_choice("reference_device", reference_device, ("same", "cpu"))
+        _check_choice("frozen_dtype", frozen_dtype, ("auto", "float32", "bfloat16", "float16"))
+        if finetune == "full" and method != "mapo" and reference == "adapters_off":
+            raise ValueError("reference='adapters_off' needs finetune='lora'; use reference='copy' for full fine-tuning")
+        if method != "mapo":
+            _check_choice("reference", reference, REFERENCES)
+        if not 0.0 <= prompt_dropout < 1.0:
+            raise ValueError(f"prompt_dropout must be in [0, 1); got {prompt_dropout}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or null; got {ema_decay}")
+        self.save_hyperparameters(ignore=["pipe"])
+        self.method = method
+        self.beta = float(DEFAULT_BETA[method] if beta is None else beta)
+
+        if pipe is None:
+            pipe = load_pipeline(pipeline, seed=seed, prediction_type=prediction_type)
+        pipe.set_progress_bar_config(disable=True)
+        self.sdxl = is_sdxl(pipe)
+        # Registered submodules move with the module; the pipeline object itself is kept unregistered.
+        self.unet = pipe.unet
+        self.vae = pipe.vae
+        self.text_encoder = pipe.text_encoder
+        self.text_encoder_2 = getattr(pipe, "text_encoder_2", None)
+        object.__setattr__(self, "_pipe", pipe)
+        from diffusers import DDPMScheduler
+
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.num_train_timesteps = int(self.noise_scheduler.config.num_train_timesteps)
+        self.mapo_T = int(mapo_T or self.num_train_timesteps)
+        lo, hi = timestep_range or (0, self.num_train_timesteps)
+        if not 0 <= lo < hi <= self.num_train_timesteps:
+            raise ValueError(f"timestep_range must satisfy 0 <= lo < hi <= {self.num_train_timesteps}; got {(lo, hi)}")
+        self.t_lo, self.t_hi = int(lo), int(hi)
+
+        for m in (self.vae, self.text_encoder, self.text_encoder_2):
+            if m is not None:
+                m.requires_grad_(False).eval()
+        self.unet.requires_grad_(False)
+
+        # The reference copy (if any) is made before adapters are added, and never registered as a submodule:
+        # it is frozen, rebuilt from the base pipeline on resume, and can stay on the CPU.
+        self._ref: list[torch.nn.Module] = []
+        needs_ref = method in ("dpo", "kto")
+        self.reference = reference if needs_ref else "none"
+        if needs_ref and (finetune == "full" or reference == "copy"):
+            ref = copy.deepcopy(self.unet).requires_grad_(False).eval()
+            self._ref.append(ref)
+
+        if finetune == "lora":
+            from peft import LoraConfig
+
+            self.lora_config = LoraConfig(
+                r=lora_rank,
+                lora_alpha=lora_alpha if lora_alpha is not None else lora_rank,
+                lora_dropout=lora_dropout,
+                init_lora_weights="gaussian",
+                target_modules=list(lora_targets),
+            )
+            self.unet.add_adapter(self.lora_config)
+        else:
+            self.lora_config = None
+            self.unet.requires_grad_(True)
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.unet.train()
+        self._ema: dict[str, Tensor] | None = None
+        # Checkpoints hold only trained weights (+ EMA); the frozen parts come from the base pipeline.
+        self.strict_loading = False
+
+    # ----------------------------------------------------------------------------------------- plumbing
+    @property
+    def pipe(self):
+        """The diffusers pipeline sharing this module's UNet (with adapters, if LoRA) for generation."""
+        return self._pipe
+
+    def trainable_named_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
+
+    def _frozen_dtype(self) -> torch.dtype:
+        choice = self.hparams.frozen_dtype
+        if choice != "auto":
+            return getattr(torch, choice)
+        prec = str(getattr(self.trainer, "precision", "32")) if self._trainer is not None else "32"
+        if self.device.type == "cpu":
+            return torch.float32
+        if prec.startswith("bf16"):
+            return torch.bfloat16
+        if prec.startswith("16"):
+            return torch.float16
+        return torch.float32
+
+    def on_fit_start(self) -> None:
+        dtype = self._frozen_dtype()
+        for m in (self.vae, self.text_encoder, self.text_encoder_2):
+            if m is not None and m.dtype != dtype:
+                m.to(dtype=dtype)
+        if self.lora_config is not None and dtype != torch.float32:
+            # Frozen base weights in half precision, the trained LoRA weights stay float32.
+            for p in self.unet.parameters():
+                if not p.requires_grad:
+                    p.data = p.data.to(dtype)
+        for ref in self._ref:
+            ref.to(device=self.device if self.hparams.reference_device == "same" else "cpu")
+            if ref.dtype != dtype:
+                ref.to(dtype=dtype)
+        self.print(
+            f"imgpref align: method={self.method} beta={self.beta} finetune={self.hparams.finetune} "
+            f"reference={self.reference} prompt_dropout={self.hparams.prompt_dropout} (explicit option)"
+        )
+
+    def configure_optimizers(self):
+        params = [p for _, p in self.trainable_named_parameters()]
+        opt = torch.optim.AdamW(
+            params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, betas=tuple(self.hparams.adam_betas)
+        )
+        warm = int(self.hparams.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm) if warm > 0 else 1.0)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    @contextmanager
+    def _adapters_disabled(self):
+        self.unet.disable_adapters()
+        try:
+            yield
+        finally:
+            self.unet.enable_adapters()
+
+    # ----------------------------------------------------------------------------------------- encoding
+    @torch.no_grad()
+    def encode_images(self, pixels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Images in [-1, 1], [B, 3, H, W] -> scaled VAE latents (float32), sampled from the latent distribution."""
+        vae = self.vae
+        dist = vae.encode(pixels.to(device=self.device, dtype=vae.dtype)).latent_dist
+        eps = torch.randn(dist.mean.shape, generator=generator, device=generator.device if generator else self.device)
+        latents = dist.mean + dist.std * eps.to(device=dist.mean.device, dtype=dist.mean.dtype)
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return ((latents - shift) * vae.config.scaling_factor).float()
+
+    def _conditioning(self, batch: dict, generator: torch.Generator | None) -> dict[str, Tensor]:
+        if "encoder_hidden_states" in batch:  # precomputed text embeddings
+            cond = {k: batch[k] for k in ("encoder_hidden_states", "text_embeds") if k in batch}
+            if self.hparams.prompt_dropout > 0:
+                raise ValueError("prompt_dropout needs prompts, not precomputed embeddings; set it to 0 or pass prompts")
+            return {k: v.to(self.device) for k, v in cond.items()}
+        prompts = list(batch["prompt"])
+        p = float(self.hparams.prompt_dropout)
+        if p > 0:
+            drop = torch.rand(len(prompts), generator=generator) < p
+            prompts = ["" if d else pr for pr, d in zip(prompts, drop.tolist())]
+        return encode_prompts(self._pipe, prompts, self.device)
+
+    # ----------------------------------------------------------------------------------------- the step
+    def _unet_mse(self, unet, noisy, t, cond, time_ids, target) -> Tensor:
+        kwargs = {}
+        if self.sdxl:
+            kwargs["added_cond_kwargs"] = {"text_embeds": cond["text_embeds"], "time_ids": time_ids}
+        dev = next(unet.parameters()).device
+        dtype = next(unet.parameters()).dtype
+        mv = lambda x: x.to(device=dev, dtype=dtype) if torch.is_tensor(x) and x.is_floating_point() else x.to(dev)
+        if dev != noisy.device and "added_cond_kwargs" in kwargs:
+            kwargs["added_cond_kwargs"] = {k: mv(v) for k, v in kwargs["added_cond_kwargs"].items()}
+        pred = unet(mv(noisy), t.to(dev), encoder_hidden_states=mv(cond["encoder_hidden_states"]), **kwargs).sample
+        return per_sample_mse(pred.to(target.device), target)
+
+    def pair_losses(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss and stats for one batch of pairs.
+
+        batch: "pixels_w"/"pixels_l" ([B, 3, H, W] in [-1, 1]) or "latents_w"/"latents_l" (cached, scaled);
+        "prompt" (list of str) or "encoder_hidden_states" (+ "text_embeds" for SDXL); for SDXL "time_ids_w" /
+        "time_ids_l" [B, 6]; optional "weight" [B].
+        """
+        if "latents_w" in batch:
+            lat_w, lat_l = batch["latents_w"].to(self.device).float(), batch["latents_l"].to(self.device).float()
+        else:
+            lat_w, lat_l = self.encode_images(batch["pixels_w"], generator), self.encode_images(batch["pixels_l"], generator)
+        b = lat_w.shape[0]
+        cond = self._conditioning(batch, generator)
+        gen_dev = generator.device if generator is not None else None
+        # One noise and one timestep per pair, shared by winner and loser.
+        noise = torch.randn(lat_w.shape, generator=generator, device=gen_dev or self.device).to(self.device)
+        t = torch.randint(self.t_lo, self.t_hi, (b,), generator=generator, device=gen_dev or self.device).to(self.device)
+        latents = torch.cat([lat_w, lat_l])
+        noise2, t2 = torch.cat([noise, noise]), torch.cat([t, t])
+        cond2 = {k: torch.cat([v, v]) for k, v in cond.items()}
+        time_ids = None
+        if self.sdxl:
+            if "time_ids_w" not in batch:
+                raise ValueError("SDXL training needs time_ids_w / time_ids_l in the batch (see imgpref.align.pairs_data)")
+            time_ids = torch.cat([batch["time_ids_w"], batch["time_ids_l"]]).to(self.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise2, t2)
+        target = diffusion_target(self.noise_scheduler, latents, noise2, t2)
+        mse = self._unet_mse(self.unet, noisy, t2, cond2, time_ids, target)
+        mse_w, mse_l = mse[:b], mse[b:]
+        weight = batch.get("weight")
+        weight = weight.to(self.device) if weight is not None else None
+        if self.method == "mapo":
+            return mapo_loss(mse_w, mse_l, beta=self.beta, s=self.hparams.mapo_s, T=self.mapo_T, weight=weight)
+        with torch.no_grad():
+            if self._ref and self.hparams.reference_device == "same" and next(self._ref[0].parameters()).device != self.device:
+                self._ref[0].to(self.device)  # moved by hand (module.to()) rather than by the Trainer
+            if self._ref:
+                ref_mse = self._unet_mse(self._ref[0], noisy, t2, cond2, time_ids, target)
+            else:
+                with self._adapters_disabled():
+                    ref_mse = self._unet_mse(self.unet, noisy, t2, cond2, time_ids, target)
+        ref_w, ref_l = ref_mse[:b], ref_mse[b:]
+        if self.method == "dpo":
+            return diffusion_dpo_loss(mse_w, mse_l, ref_w, ref_l, beta=self.beta, weight=weight)
+        desirable = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)]).to(self.device)
+        w2 = torch.cat([weight, weight]) if weight is not None else None
+        return diffusion_kto_loss(mse, ref_mse, desirable, beta=self.beta, weight=w2)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss, stats = self.pair_losses(batch)
+        b = len(batch["weight"]) if "weight" in batch else None
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log_dict({f"train/{k}": v.float() for k, v in stats.items()}, batch_size=b)
+        self.log("train/prompt_dropout", float(self.hparams.prompt_dropout), batch_size=b)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        # Fixed noise and timesteps per batch, so validation numbers are comparable across epochs.
+        gen = torch.Generator().manual_seed(10_000 + batch_idx)
+        loss, stats = self.pair_losses(batch, generator=gen)
+        b = len(batch["weight"]) if "weight" in batch else None
+        self.log("val/loss", loss, prog_bar=True, batch_size=b)
+        self.log_dict({f"val/{k}": v.float() for k, v in stats.items()}, batch_size=b)
+
+    # ----------------------------------------------------------------------------------------- EMA + checkpoints
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        decay = self.hparams.ema_decay
+        if decay is None:
+            return
+        params = dict(self.trainable_named_parameters())
+        if self._ema is None:
+            self._ema = {n: p.detach().float().clone() for n, p in params.items()}
+            return
+        for n, p in params.items():
+            self._ema[n].lerp_(p.detach().float(), 1.0 - decay)
+
+    @contextmanager
+    def ema_weights(self):
+        """Temporarily swap the EMA weights in (a no-op without EMA)."""
+        if self._ema is None:
+            yield
+            return
+        params = dict(self.trainable_named_parameters())
+        saved = {n: p.detach().clone() for n, p in params.items()}
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(self._ema[n].to(p.device, p.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(saved[n])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = {n for n, _ in self.trainable_named_parameters()}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        if self._ema is not None:
+            checkpoint["imgpref_ema"] = {k: v.cpu() for k, v in self._ema.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        ema = checkpoint.get("imgpref_ema")
+        self._ema = {k: v.to(self.device) for k, v in ema.items()} if ema is not None else None
+
+    # ----------------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], seed: int = 0, num_inference_steps: int = 10, guidance_scale: float = 5.0,
+                 use_ema: bool = True, **kwargs) -> Tensor:
+        """Images [B, 3, H, W] in [0, 1] from the current (or EMA) weights; one generator seeded by `seed`."""
+        was_training = self.unet.training
+        self.unet.eval()
+        try:
+            with self.ema_weights() if use_ema else _null():
+                gen = torch.Generator(device="cpu").manual_seed(seed)
+                out = self._pipe(list(prompts), num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                 generator=gen, output_type="pt", **kwargs)
+        finally:
+            self.unet.train(was_training)
+        return out.images
+
+
+@contextmanager
+def _null():
+    yield

@@ -1,0 +1,135 @@
+"""`imgpref score`: score image files and folders with one or more scorers.
+
+Exit status: 0 when the run finished (images that could not be scored are listed in the summary and in the
+`error` column); 1 with `--strict` when any image could not be scored (the output is still written);
+2 for a usage error (bad option, missing path, unknown scorer, existing journal without --resume, ...).
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _weights(specs: list[str], weights: list[str] | None):
+    if not weights:
+        return None
+    if len(weights) == 1 and "=" not in weights[0]:
+        if len(specs) != 1:
+            raise ValueError("--weights PATH is ambiguous with several --scorer; write --weights SCORER=PATH")
+        return {specs[0]: weights[0]}
+    out = {}
+    for w in weights:
+        if "=" not in w:
+            raise ValueError(f"--weights {w!r}: with several scorers write SCORER=PATH")
+        name, path = w.split("=", 1)
+        if name not in specs:
+            raise ValueError(f"--weights {w!r}: {name!r} is not one of the --scorer values {specs}")
+        out[name] = path
+    return out
+
+
+def load_scorers_for_cli(specs: list[str], weights: list[str] | None, device: str | None):
+    """Load scorers (sharing backbones); a seam tests can replace."""
+    from imgpref.scorers.registry import load_scorers
+
+    return load_scorers(specs, weights=_weights(specs, weights))
+
+
+def _print_summary(table, out: Path, seconds: float, stats: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from imgpref.scorers.score_paths import failures, summarize
+
+    console = Console(stderr=False)
+    summ = summarize(table)
+    t = Table(title=f"imgpref score: {stats.get('images', 0)} images, {seconds:.1f} s -> {out}")
+    for col in ("scorer", "images", "scored", "failed", "mean", "median"):
+        t.add_column(col, justify="left" if col == "scorer" else "right")
+
+    def fmt(v):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+
+    for r in summ.itertuples(index=False):
+        t.add_row(str(r.scorer), str(r.images), str(r.scored), str(r.failed), fmt(r.mean), fmt(r.median))
+    console.print(t)
+    console.print(
+        f"new rows: {stats.get('rows_new', 0)}, resumed rows: {stats.get('rows_resumed', 0)}, "
+        f"cache hits: {stats.get('cache_hits', 0)}, images decoded: {stats.get('decoded', 0)}",
+        soft_wrap=True,
+    )
+    bad = failures(table)
+    if len(bad):
+        console.print(f"[bold red]{len(bad)} image(s) could not be scored:[/]")
+        for r in bad.head(20).itertuples(index=False):
+            console.print(f"  {r.path}: {r.error}", markup=False, highlight=False, soft_wrap=True)
+        if len(bad) > 20:
+            console.print(f"  ... and {len(bad) - 20} more (see the 'error' column of {out})", soft_wrap=True)
+
+
+def score(
+    paths: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    scorer: List[str] = typer.Option(..., "--scorer", "-s", help="Preset name, scorer folder or hf-hub:org/repo; repeat for several."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output table: .csv, .jsonl or .parquet (one row per image and scorer)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="One prompt for every image (wins over --prompts and sidecar .txt)."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="CSV/JSONL with path (or file/image) and prompt columns; wins over sidecar .txt files."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML report."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch (default: 32 on CPU, 64 on CUDA)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader decode processes (default: min(4, CPUs)); 0 decodes in the main process."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda, cuda:N."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: score only rows missing from OUT and its journal."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Folder of cached image embeddings (by file hash and backbone)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with status 1 if any image could not be scored."),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", help="Weights for a preset: PATH (one scorer) or SCORER=PATH."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+) -> None:
+    """Score images: one row per (image, scorer) with path, scorer, score, prompt, error.
+
+    Bad files never stop the run; each is listed with its reason. Exit status: 0 finished, 1 with --strict
+    when any image failed, 2 usage error.
+    """
+    from imgpref.scorers.score_paths import ScoringFailed, score_paths
+
+    try:
+        if prompt is not None and prompts is not None:
+            raise ValueError("pass either --prompt TEXT or --prompts FILE, not both")
+        if report is not None and importlib.util.find_spec("imgpref.eval.report") is None:
+            raise ValueError("--report needs imgpref.eval.report, which this installation lacks")
+        specs = [str(s) for s in scorer]
+        scorers = load_scorers_for_cli(specs, weights, device)
+        code = EXIT_OK
+        try:
+            table = score_paths(
+                [str(p) for p in paths], scorers, prompt=prompt, prompts=prompts, out=out,
+                batch_size=batch_size, num_workers=workers, device=device, precision=precision,
+                resume=resume, cache=cache, strict=strict, progress=not quiet,
+            )
+        except ScoringFailed as exc:
+            table, code = exc.table, EXIT_FAILED
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    stats = table.attrs.get("stats", {})
+    if not quiet:
+        _print_summary(table, out, stats.get("seconds", 0.0), stats)
+    if report is not None:
+        from imgpref.eval.report import write_report
+
+        write_report(table, report, higher_is_better={s.name: s.higher_is_better for s in scorers})
+        if not quiet:
+            typer.echo(f"report: {report}")
+    if code:
+        typer.echo(f"error: {int(table['error'].notna().sum())} row(s) failed and --strict was given", err=True)
+        raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `score` command to the root app."""
+    app.command("score")(score)

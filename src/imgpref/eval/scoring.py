@@ -1,0 +1,96 @@
+"""Score the images of a manifest: each distinct (image, prompt) once, in batches, bad files reported."""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+
+def image_id(value: Any) -> str:
+    """A stable id for an image cell: the path string, or a content hash for embedded bytes."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "sha1:" + hashlib.sha1(bytes(value)).hexdigest()
+    return str(value)
+
+
+def load_rgb(value: Any) -> Image.Image:
+    """Open a path (via imgpref.data.images.load_image: upright, RGB, bomb-checked) or encoded bytes as RGB."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        with Image.open(io.BytesIO(bytes(value))) as im:
+            im.load()
+            return im.convert("RGB")
+    from imgpref.data.images import load_image
+
+    return load_image(str(value))
+
+
+@dataclass
+class PairScores:
+    """Scores of both sides of every manifest row (NaN where an image could not be scored)."""
+
+    s0: np.ndarray
+    s1: np.ndarray
+    id0: np.ndarray  # image ids (str) of image_0 / image_1
+    id1: np.ndarray
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.isfinite(self.s0) & np.isfinite(self.s1)
+
+
+def score_pairs(scorer, df: pd.DataFrame, batch_size: int = 32, progress: bool = False) -> PairScores:
+    """Score `image_0`/`image_1` of every row of a manifest frame with `scorer.score`.
+
+    Each distinct image (with its prompt, for prompt-conditioned scorers) is scored once. Scores are returned
+    as the scorer gives them (no sign flip). An unreadable image gets NaN and an error record; the rest go on.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    needs_prompt = bool(getattr(scorer, "needs_prompt", False))
+    prompts = df["prompt"].astype(str).tolist() if "prompt" in df.columns else [""] * len(df)
+    if needs_prompt and any(p == "" for p in prompts):
+        raise ValueError(f"scorer {scorer.name!r} needs prompts but some manifest rows have an empty 'prompt'")
+    id0 = np.array([image_id(v) for v in df["image_0"]], dtype=object)
+    id1 = np.array([image_id(v) for v in df["image_1"]], dtype=object)
+    keys: dict[tuple[str, str], int] = {}
+    todo: list[tuple[Any, str]] = []
+    for col, ids in (("image_0", id0), ("image_1", id1)):
+        for value, iid, prompt in zip(df[col], ids, prompts):
+            key = (iid, prompt if needs_prompt else "")
+            if key not in keys:
+                keys[key] = len(todo)
+                todo.append((value, key[1]))
+    scores = np.full(len(todo), np.nan)
+    errors: list[dict[str, str]] = []
+    starts = range(0, len(todo), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, total=math.ceil(len(todo) / batch_size), desc="scoring", unit="batch")
+    for start in starts:
+        chunk = list(range(start, min(start + batch_size, len(todo))))
+        images, good = [], []
+        for k in chunk:
+            try:
+                images.append(load_rgb(todo[k][0]))
+                good.append(k)
+            except Exception as exc:  # any decoder error: report it and score the rest
+                reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+                errors.append({"image": image_id(todo[k][0]), "reason": str(reason)})
+        if not good:
+            continue
+        batch_prompts = [todo[k][1] for k in good] if needs_prompt else None
+        with torch.no_grad():
+            out = scorer.score(images, batch_prompts)
+        scores[good] = torch.as_tensor(out).detach().float().cpu().numpy().reshape(-1)
+    s0 = np.array([scores[keys[(i, p if needs_prompt else "")]] for i, p in zip(id0, prompts)], dtype=np.float64)
+    s1 = np.array([scores[keys[(i, p if needs_prompt else "")]] for i, p in zip(id1, prompts)], dtype=np.float64)
+    return PairScores(s0, s1, id0, id1, errors)

@@ -1,0 +1,86 @@
+"""Embedding cache: image embeddings stored by content hash (blake2b of the file's bytes) and backbone key.
+
+Layout: `DIR/<backbone slug>/<h[0:2]>/<h[2:4]>/<h>.npy`, one float32 vector per file, plus `DIR/<slug>/key.txt`
+holding the full backbone key. The slug is the key made filesystem-safe plus a short hash of the exact key, so
+two keys never share a folder. Each entry is written to a temporary file and renamed into place, so a reader
+never sees a half-written entry and concurrent writers of the same entry are harmless (same bytes, last rename
+wins). The two-level fan-out keeps folders small for millions of images.
+
+Because the key of a backbone names its weights and its preprocessing (see `Backbone.key`), a cached embedding
+is valid for every head on that backbone. Embeddings computed at reduced precision (bf16/fp16) are kept in a
+separate namespace (`<key>@bf16`), so they never mix with float32 ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+_CHUNK = 1 << 20
+
+
+def file_hash(path: str | Path) -> str:
+    """blake2b (128-bit) hex digest of the file's bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _slug(key: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._")[:80] or "key"
+    return f"{safe}-{hashlib.blake2b(key.encode(), digest_size=6).hexdigest()}"
+
+
+class EmbeddingCache:
+    """Per-backbone store of image embeddings keyed by file content hash."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._known: set[str] = set()
+
+    def _folder(self, key: str) -> Path:
+        folder = self.root / _slug(key)
+        if key not in self._known:
+            folder.mkdir(parents=True, exist_ok=True)
+            marker = folder / "key.txt"
+            if not marker.exists():
+                marker.write_text(key + "\n", encoding="utf-8")
+            self._known.add(key)
+        return folder
+
+    def _entry(self, key: str, digest: str) -> Path:
+        return self._folder(key) / digest[:2] / digest[2:4] / f"{digest}.npy"
+
+    def get(self, key: str, digest: str) -> np.ndarray | None:
+        """The cached embedding (float32 [D]) or None."""
+        p = self._entry(key, digest)
+        try:
+            return np.load(p, allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError, EOFError):
+            return None  # missing, or damaged by a crash of another process: recompute
+
+    def put(self, key: str, digest: str, emb: np.ndarray) -> None:
+        """Store one embedding atomically (temp file + rename)."""
+        p = self._entry(key, digest)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{digest}.", suffix=".tmp", dir=p.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(emb, dtype=np.float32), allow_pickle=False)
+            os.replace(tmp, p)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.root.rglob("*.npy"))

@@ -1,0 +1,179 @@
+"""`RewardModelModule`: the LightningModule that trains a Scorer on preference batches.
+
+It only wires things: the scorer (backbone + head), a loss from `imgpref.train.losses` chosen by name, the
+training mode (`imgpref.train.modes`), AdamW with linear warmup + cosine decay, and label-preserving
+augmentation. Batches come from `imgpref.data.datamodule.PreferenceDataModule`.
+
+Validation logs `val/nll` (binary cross-entropy of sigmoid(s0 - s1) against the vote fraction, whatever the
+training loss, so runs are comparable and early stopping has one target), `val/acc` (agreement with the vote
+majority, 50/50 pairs left out) and `val/loss` (the training loss on val).
+
+Reproducibility: augmentation draws from a generator seeded by (seed, global_step) and the global RNG (dropout)
+is reseeded from (seed, epoch) at each epoch start, so a run resumed from an epoch-end checkpoint continues
+exactly like an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from imgpref.scorers.base import Scorer
+from imgpref.train import losses as L_
+from imgpref.train.modes import apply_mode
+
+PAIR_LOSSES = ("bt_hard", "bt_soft", "davidson", "pickscore")
+LISTWISE_LOSSES = ("plackett_luce",)
+
+
+def augment(x: Tensor, gen: torch.Generator, hflip: bool = True, crop_scale: float = 1.0,
+            max_shift: float = 0.0) -> Tensor:
+    """Label-preserving geometric augmentation of model inputs [N, C, H, W] (no colour changes: colour *is* the
+    signal for rendering preferences). Each image gets its own random flip / zoom-in crop (side scale drawn in
+    [crop_scale, 1]) / shift, drawn from `gen`; bilinear resampling back to H x W."""
+    n = x.shape[0]
+    if n == 0 or (not hflip and crop_scale >= 1.0 and max_shift <= 0.0):
+        return x
+    u = torch.rand(n, 4, generator=gen)
+    flip = torch.where(u[:, 0] < 0.5, -1.0, 1.0) if hflip else torch.ones(n)
+    scale = crop_scale + (1.0 - crop_scale) * u[:, 1]
+    # the crop window stays inside the image: centre offset at most (1 - scale) (in [-1, 1] coordinates)
+    room = (1.0 - scale) + max_shift
+    tx, ty = (2 * u[:, 2] - 1) * room, (2 * u[:, 3] - 1) * room
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
+    theta[:, 0, 2], theta[:, 1, 2] = tx, ty
+    theta = theta.to(device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+class RewardModelModule(L.LightningModule):
+    """Train `scorer` with `loss` (bt_soft, bt_hard, davidson, pickscore, plackett_luce).
+
+    optimizer: {lr, weight_decay, betas, eps, warmup_steps | warmup_ratio, min_lr_ratio, schedule: cosine|constant}
+    mode: see `imgpref.train.modes.apply_mode`. augment: {hflip, crop_scale, max_shift} (training batches only).
+    """
+
+    def __init__(self, scorer: Scorer, loss: str = "bt_soft", *, loss_kwargs: dict | None = None,
+                 optimizer: dict | None = None, mode: dict | str = "full", augment: dict | None = None,
+                 seed: int = 0):
+        super().__init__()
+        if loss not in PAIR_LOSSES + LISTWISE_LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(PAIR_LOSSES + LISTWISE_LOSSES)}")
+        self.scorer = scorer
+        self.loss_name = loss
+        self.loss_kwargs = dict(loss_kwargs or {})
+        self.opt_cfg = dict(optimizer or {})
+        self.aug_cfg = dict(augment or {})
+        self.seed = int(seed)
+        self.mode = apply_mode(scorer, mode)
+        self._set_train_modes()
+        if loss == "davidson":  # the tie propensity is learned with the model
+            self.log_nu = nn.Parameter(torch.tensor(float(self.loss_kwargs.pop("log_nu", 0.0))))
+        self.save_hyperparameters({"loss": loss, "loss_kwargs": self.loss_kwargs, "optimizer": self.opt_cfg,
+                                   "mode": self.mode, "augment": self.aug_cfg, "seed": self.seed})
+
+    # --------------------------------------------------------------------------------------------- scoring
+    def item_scores(self, batch: dict[str, Any], train: bool = False) -> Tensor:
+        """Scores [N] of the distinct items of a batch (pixels or precomputed embeddings)."""
+        scorer = self.scorer
+        txt = batch.get("txt")
+        if "emb" in batch:
+            img = batch["emb"]
+        else:
+            x = batch["pixels"]
+            if train and self.aug_cfg:
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.global_step))
+                x = augment(x, gen, bool(self.aug_cfg.get("hflip", False)),
+                            float(self.aug_cfg.get("crop_scale", 1.0)), float(self.aug_cfg.get("max_shift", 0.0)))
+            img = scorer.embed_images(x)
+        if scorer.head.needs_text and txt is None:
+            txt = scorer.embed_texts(batch["prompts"])
+        return scorer.score_embeddings(img, txt).float()
+
+    def _loss(self, s: Tensor, batch: dict[str, Any]) -> Tensor:
+        if self.loss_name == "plackett_luce":
+            if "order" not in batch:
+                raise ValueError("loss plackett_luce needs listwise batches: set data.listwise: true")
+            order, mask = batch["order"], batch["mask"]
+            return L_.plackett_luce_batch(s.unsqueeze(0).expand(order.shape[0], -1), order, mask)
+        s0, s1 = s[batch["i0"]], s[batch["i1"]]
+        kw = dict(self.loss_kwargs)
+        if self.loss_name == "davidson":
+            kw["log_nu"] = self.log_nu
+        return L_.get_loss(self.loss_name)(s0, s1, batch["votes"], **kw)
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def _set_train_modes(self) -> None:
+        # backbones are built in eval mode; trainable parts train, a frozen backbone stays in eval (no dropout)
+        self.scorer.train()
+        if self.mode.get("name") == "head":
+            self.scorer.backbone.eval()
+
+    def on_train_epoch_start(self) -> None:
+        self._set_train_modes()
+        # dropout & co. draw from the global RNG, which Lightning does not checkpoint: make it a function of epoch
+        torch.manual_seed(self.seed * 7919 + int(self.current_epoch))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        s = self.item_scores(batch, train=True)
+        loss = self._loss(s, batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["votes"].shape[0]))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        s = self.item_scores(batch)
+        d = s[batch["i0"]] - s[batch["i1"]]
+        votes = batch["votes"].to(d.dtype)
+        q = (votes[:, 0] + 0.5 * votes[:, 2]) / votes.sum(1)
+        n = int(d.shape[0])
+        nll = F.binary_cross_entropy_with_logits(d, q)
+        decisive = votes[:, 0] != votes[:, 1]
+        agree = ((d > 0) == (votes[:, 0] > votes[:, 1])).to(d.dtype) * 1.0
+        agree = torch.where(d == 0, torch.full_like(agree, 0.5), agree)
+        acc = (agree * decisive).sum() / decisive.sum().clamp_min(1)
+        self.log("val/nll", nll, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val/acc", acc, prog_bar=True, batch_size=max(int(decisive.sum()), 1), sync_dist=True)
+        self.log("val/loss", self._loss(s, batch), batch_size=n, sync_dist=True)
+
+    # ------------------------------------------------------------------------------------------- optimizer
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.opt_cfg
+        lr = float(cfg.get("lr", 1e-4))
+        wd = float(cfg.get("weight_decay", 0.0))
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            # biases, norms, embeddings-as-vectors and scalars (log_nu, logit scales) are not decayed
+            (decay if p.ndim >= 2 and "positional_embedding" not in name else no_decay).append(p)
+        if not decay and not no_decay:
+            raise ValueError(f"nothing to train in mode {self.mode.get('name')!r}: every parameter is frozen")
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=lr, betas=tuple(cfg.get("betas", (0.9, 0.999))), eps=float(cfg.get("eps", 1e-8)),
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
+        if "max_steps" in cfg:
+            total = int(cfg["max_steps"])
+        warm = int(cfg.get("warmup_steps", round(float(cfg.get("warmup_ratio", 0.0)) * total)))
+        floor = float(cfg.get("min_lr_ratio", 0.0))
+        kind = cfg.get("schedule", "cosine")
+        if kind not in ("cosine", "constant"):
+            raise ValueError(f"optimizer.schedule must be cosine or constant; got {kind!r}")
+
+        def factor(step: int) -> float:
+            if warm > 0 and step < warm:
+                return (step + 1) / warm
+            if kind == "constant":
+                return 1.0
+            t = min(1.0, (step - warm) / max(1, total - warm))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
