@@ -5,12 +5,20 @@ best-vs-worst pairs, with the on-policy latents) -> `align` (the tiny recipe of 
 Lightning module and losses as the SD recipes) -> `evaluate_alignment` on held-out prompts against the base
 pipeline with the same seeds (win rate, ties half, 95% bootstrap interval over prompts). Prints one table.
 
-Settings for the tiny random-weight UNet (stated, not hidden): full fine-tune with a frozen reference copy,
-lr 1e-4, DPO beta 1000 (the SD1.5 value 5000 is for real models; with per-sample MSEs ~1 and tiny
-differences a smaller beta keeps the sigmoid out of saturation), MaPO beta 0.1 (the published value),
-training on the exact sampled latents (`data.latents: auto`), sampler: DDIM, 8 steps, no guidance.
+Settings for the tiny random-weight UNet (stated, not hidden): full fine-tune (DPO with a frozen reference
+copy), DPO beta 1000 and lr 1e-4 (the SD1.5 beta 5000 is for real models; per-sample MSEs here are ~1.1 with
+winner/loser differences ~1e-3), MaPO beta 0.1 (published), s 0.5, T 1000, lr 3e-4; 100 steps of 8 pairs;
+training on the exact sampled latents (`data.latents: auto`; the random tiny VAE does not reconstruct, so
+VAE-encoding the saved images gives other latents and the runs did not learn); sampler DDIM, 8 steps, no
+guidance. LoRA on the tiny UNet (one attention block) moved it too little in the runs tried.
 
-  python benchmarks/align_reward.py [--reward exposure] [--train-prompts 32] [--k 4] [--steps 60]
+Measured (benchmarks/RESULTS.md, "align_reward"): DPO raises exposure (win 0.77, CI [0.66, 0.88]) but not
+colorfulness (0.55); MaPO raises colorfulness (0.98, [0.95, 1.0]) but lowers exposure (0.06). On this tiny
+random UNet any fine-tuning also drifts the images generically, and that drift can outweigh what the pairs
+teach; DPO's stats show it lowering the winners' likelihood too (implicit reward_w < 0), MaPO's SFT term
+anchors on the winners.
+
+  python benchmarks/align_reward.py [--rewards colorfulness,exposure] [--train-prompts 48] [--k 4] [--steps 100]
 """
 from __future__ import annotations
 
@@ -29,42 +37,38 @@ REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "dpo": {"model.method": "dpo", "model.beta": 1000.0, "model.finetune": "full", "model.reference": "copy",
             "model.lr": 1e-4},
-    "mapo": {"model.method": "mapo", "model.beta": 0.1, "model.finetune": "full", "model.lr": 1e-4},
+    "mapo": {"model.method": "mapo", "model.beta": 0.1, "model.finetune": "full", "model.lr": 3e-4},
 }
 
 
-def run(method: str, *, pipe, work: Path, reward: str, train_prompts: list[str], test_prompts: list[str], k: int,
-        steps: int, batch: int, sampler_steps: int, eval_seeds: int, overrides: dict | None = None) -> dict:
-    """One end-to-end run; returns the numbers of one table row."""
+def run(method: str, *, pipe, work: Path, reward: str, pairs, test_prompts: list[str], steps: int, batch: int,
+        sampler_steps: int, eval_seeds: int, overrides: dict | None = None) -> dict:
+    """Train one method on already labelled pairs and evaluate it; returns the numbers of one table row."""
     from imgpref.align.evaluate import evaluate_alignment
-    from imgpref.align.pairs import label_pairs
     from imgpref.align.train import align
 
-    t0 = time.perf_counter()
     sample = dict(num_inference_steps=sampler_steps, guidance_scale=1.0, batch_size=16)
-    rep = label_pairs(pipe, train_prompts, [reward], work / "pairs", n=k, **sample)
     t1 = time.perf_counter()
     ov = {**SETTINGS[method], "data.latents": "auto", "data.batch_size": batch, "trainer.max_steps": steps,
           "checkpoint_every_n_steps": 10_000, **(overrides or {})}
-    res = align(REPO / "configs" / "align" / f"tiny_{method}.yaml", rep.manifest, work / "run",
+    res = align(REPO / "configs" / "align" / f"tiny_{method}.yaml", pairs.manifest, work / "run",
                 pipe=copy.deepcopy(pipe), **ov)
     t2 = time.perf_counter()
     ev = evaluate_alignment(pipe, res.export_dir, test_prompts, [reward], work / "eval", seeds=eval_seeds, **sample)
     t3 = time.perf_counter()
-    return {"method": method, "pairs": rep.n_pairs, "ties": rep.n_ties, "steps": res.steps,
+    return {"method": method, "reward": reward, "pairs": pairs.n_pairs, "ties": pairs.n_ties, "steps": res.steps,
             "win": ev.win_rate, "lo": ev.ci_low, "hi": ev.ci_high, "base": ev.mean_reward_base,
-            "aligned": ev.mean_reward_aligned, "t_pairs": t1 - t0, "t_train": t2 - t1, "t_eval": t3 - t2,
-            "eval_dir": str(work / "eval")}
+            "aligned": ev.mean_reward_aligned, "t_train": t2 - t1, "t_eval": t3 - t2}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reward", default="exposure", help="weight-free scorer used as the reward")
+    ap.add_argument("--rewards", default="colorfulness,exposure", help="weight-free scorers used as rewards")
     ap.add_argument("--methods", default="dpo,mapo")
-    ap.add_argument("--train-prompts", type=int, default=32)
+    ap.add_argument("--train-prompts", type=int, default=48)
     ap.add_argument("--test-prompts", type=int, default=16)
     ap.add_argument("--k", type=int, default=4, help="images per training prompt")
-    ap.add_argument("--steps", type=int, default=60, help="training steps")
+    ap.add_argument("--steps", type=int, default=100, help="training steps")
     ap.add_argument("--batch", type=int, default=8, help="pairs per training step")
     ap.add_argument("--sampler-steps", type=int, default=8)
     ap.add_argument("--eval-seeds", type=int, default=4)
@@ -83,19 +87,30 @@ def main() -> None:
     test = demo_prompts(args.test_prompts, offset=args.train_prompts)  # held out: disjoint from training
     pipe = build_tiny_pipeline(seed=0)
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="align_reward_"))
-    rows = [run(m, pipe=pipe, work=root / m, reward=args.reward, train_prompts=train, test_prompts=test, k=args.k,
-                steps=args.steps, batch=args.batch, sampler_steps=args.sampler_steps, eval_seeds=args.eval_seeds)
-            for m in args.methods.split(",")]
-    print(f"align_reward: tiny pipeline, reward {args.reward}, {args.train_prompts} train prompts x K={args.k}, "
-          f"{args.test_prompts} held-out prompts x {args.eval_seeds} seeds, {args.steps} steps of {args.batch} pairs")
-    print(f"{'method':<6} {'pairs':>5} {'ties':>4} {'steps':>5} {'win':>6} {'95% CI':>15} {'reward base->aligned':>24} "
-          f"{'s pairs/train/eval':>20} {'pass':>5}")
+    from imgpref.align.pairs import label_pairs
+
+    rows = []
+    for reward in args.rewards.split(","):
+        t0 = time.perf_counter()
+        pairs = label_pairs(pipe, train, [reward], root / reward / "pairs", n=args.k,
+                            num_inference_steps=args.sampler_steps, guidance_scale=1.0, batch_size=16)
+        t_pairs = time.perf_counter() - t0
+        for m in args.methods.split(","):
+            row = run(m, pipe=pipe, work=root / reward / m, reward=reward, pairs=pairs, test_prompts=test,
+                      steps=args.steps, batch=args.batch, sampler_steps=args.sampler_steps, eval_seeds=args.eval_seeds)
+            rows.append({**row, "t_pairs": t_pairs})
+    print(f"align_reward: tiny pipeline, {args.train_prompts} train prompts x K={args.k} (best-vs-worst pairs), "
+          f"{args.test_prompts} held-out prompts x {args.eval_seeds} seeds, {args.steps} steps of {args.batch} pairs, "
+          f"threads {args.threads}")
+    print("| reward | method | pairs | ties | steps | win rate | 95% CI | mean reward base -> aligned | "
+          "s pairs / train / eval | win >= 0.7 and CI > 0.5 |")
+    print("|---|---|---:|---:|---:|---:|---|---|---|---|")
     for r in rows:
         ok = r["win"] >= 0.7 and r["lo"] > 0.5
-        print(f"{r['method']:<6} {r['pairs']:>5} {r['ties']:>4} {r['steps']:>5} {r['win']:>6.3f} "
-              f"[{r['lo']:.3f}, {r['hi']:.3f}] {r['base']:>11.5f} -> {r['aligned']:<10.5f} "
-              f"{r['t_pairs']:>6.0f}/{r['t_train']:.0f}/{r['t_eval']:.0f} {'yes' if ok else 'NO':>5}")
-    print(f"reports (grid.png, report.html, metrics.json): {root}/<method>/eval")
+        print(f"| {r['reward']} | {r['method']} | {r['pairs']} | {r['ties']} | {r['steps']} | {r['win']:.3f} | "
+              f"[{r['lo']:.3f}, {r['hi']:.3f}] | {r['base']:.5g} -> {r['aligned']:.5g} | "
+              f"{r['t_pairs']:.0f} / {r['t_train']:.0f} / {r['t_eval']:.0f} | {'yes' if ok else 'NO'} |")
+    print(f"reports (grid.png, report.html, metrics.json): {root}/<reward>/<method>/eval")
 
 
 if __name__ == "__main__":

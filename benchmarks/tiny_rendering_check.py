@@ -107,6 +107,7 @@ def main() -> None:
     df = pd.DataFrame(rows)
     table = df.to_markdown(index=False) if _has_tabulate() else "```\n" + df.to_string(index=False) + "\n```"
     print(table)
+    (work / "results.json").write_text(df.to_json(orient="records", indent=1))
     if not a.no_write:
         write_section(table, "python " + " ".join(["benchmarks/tiny_rendering_check.py"] + sys.argv[1:]))
 

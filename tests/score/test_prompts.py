@@ -22,11 +22,11 @@ def layout(tmp_path):
 def test_precedence(layout):
     root, imgs = layout
     csv = root / "prompts.csv"
-    csv.write_text('path,prompt\nimgs/a.png,"file a, with comma"\nimgs/sub/c.png,file c\n')
+    csv.write_text('path,prompt\nimgs/a.png,"file a, with comma"\nimgs/sub/c.png,file c\nimgs/d.png,\n')
     both = PromptResolver(prompts=csv)
     assert both(imgs / "a.png") == "file a, with comma"  # file beats sidecar
     assert both(imgs / "sub" / "c.png") == "file c"
-    assert both(imgs / "d.png") == "sidecar d"  # falls back to the sidecar
+    assert both(imgs / "d.png") == "sidecar d"  # an empty prompt in the file falls back to the sidecar
     assert both(imgs / "b.png") is None  # nothing anywhere
     explicit = PromptResolver(prompt="explicit")
     assert explicit(imgs / "a.png") == "explicit" and explicit(imgs / "b.png") == "explicit"

@@ -117,6 +117,7 @@ def test_mode_lora_trains_adapters_and_merge_keeps_outputs():
     after = s(x).detach()
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
     assert not any("lora_" in n for n, _ in s.named_parameters())
+    assert "backbone.model.visual.transformer.resblocks.0.attn.in_proj_weight" in s.state_dict()
 
 
 def test_unknown_mode_and_loss_are_value_errors():
@@ -237,3 +238,13 @@ def test_datamodule_rejects_bad_options(tmp_path):
         PreferenceDataModule(tmp_path / "m.csv", batching="scenes")
     with pytest.raises(ValueError, match="listwise"):
         PreferenceDataModule(tmp_path / "m.csv", listwise=True)
+
+
+def test_missing_val_split_holds_out_whole_train_groups(tmp_path):
+    df = _toy_manifest(tmp_path)
+    df["split"] = "train"
+    dm = PreferenceDataModule(df, _pre, batch_size=8, val_holdout=0.34, seed=0)
+    dm.setup()
+    tr, va = dm.tables["train"], dm.tables["val"]
+    assert len(va) == 3 and len(tr) == 6  # one of three scenes, all of its pairs
+    assert set(tr.group.tolist()).isdisjoint(va.group.tolist())

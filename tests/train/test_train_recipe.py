@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -106,3 +107,20 @@ def _train_val_images(manifest: Path) -> set[str]:
     df = read_manifest(manifest)
     df = df[df["split"].isin(["train", "val"])]
     return set(df["image_0"]) | set(df["image_1"])
+
+
+@pytest.mark.parametrize("loss,mode", [("plackett_luce", "full"), ("davidson", "lora")])
+def test_listwise_and_lora_runs_write_loadable_folders(tmp_path, loss, mode):
+    from PIL import Image
+
+    from imgpref.scorers.registry import load_scorer
+
+    torch.set_num_threads(1)
+    make_rendering_dataset(tmp_path / "d", scenes=6, seed=2, size=32)
+    res = train(RECIPES / "tiny_rendering.yaml", tmp_path / "d" / "manifest.csv", tmp_path / "o",
+                overrides=SMALL + [f"loss.name={loss}", f"mode.name={mode}", "trainer.max_epochs=1"], progress=False)
+    assert np.isfinite(res.metrics["val_nll"]) and res.bt_scale > 0
+    loaded = load_scorer(tmp_path / "o")
+    images = [Image.open(p) for p in sorted((tmp_path / "d" / "images").rglob("*.png"))[:4]]
+    torch.testing.assert_close(loaded.score(images), res.scorer.score(images), atol=1e-5, rtol=1e-5)
+    assert not any("lora_" in k for k in loaded.state_dict())

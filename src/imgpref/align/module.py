@@ -9,7 +9,7 @@ fine-tuning, optionally kept on the CPU).
 from __future__ import annotations
 
 import copy
-import math
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -148,6 +148,14 @@ class DiffusionPreferenceModule(L.LightningModule):
                 init_lora_weights="gaussian",
                 target_modules=list(lora_targets),
             )
+            if set(lora_targets) - set(DEFAULT_LORA_TARGETS):
+                # Seen with diffusers 0.42: attention targets mixed with others (proj_in, ff, conv1, ...) are saved
+                # in full but `load_lora_weights` injects only the attention ones.
+                warnings.warn(
+                    f"lora_targets {list(lora_targets)} go beyond the attention projections {list(DEFAULT_LORA_TARGETS)}; "
+                    "the export's round trip through diffusers' load_lora_weights is only verified for the latter",
+                    stacklevel=2,
+                )
             self.unet.add_adapter(self.lora_config)
         else:
             self.lora_config = None

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import os
+import warnings
 
 import typer
 
@@ -31,6 +34,31 @@ def _attach() -> None:
 _attach()
 
 
+class _DropMessages(logging.Filter):
+    """Drops library log lines that are noise for a command-line user (they stay visible to API users)."""
+
+    NOISE = ("No pretrained weights loaded",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in record.getMessage() for n in self.NOISE)
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for imgpref's own progress and results: libraries log at warning level and above."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropMessages())
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning's advice-level warnings (log intervals, eval-mode modules, tips) are not the user's concern here.
+    warnings.filterwarnings("ignore", module=r"lightning\..*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def main() -> None:
     """Console-script entry point."""
+    quiet_libraries()
     app()

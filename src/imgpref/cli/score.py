@@ -92,8 +92,10 @@ def score(
 ) -> None:
     """Score images: one row per (image, scorer) with path, scorer, score, prompt, error.
 
-    Bad files never stop the run; each is listed with its reason. Exit status: 0 finished, 1 with --strict
-    when any image failed, 2 usage error.
+    Prompts: --prompt TEXT wins over --prompts FILE, which wins over a sidecar .txt beside each image
+    (img.png -> img.txt). Paths in FILE are absolute, relative to FILE's folder, or bare file names.
+    Bad files never stop the run; each is listed with its reason. --resume continues a killed run from
+    OUT.partial.jsonl. Exit status: 0 finished, 1 with --strict when any image failed, 2 usage error.
     """
     from imgpref.scorers.score_paths import ScoringFailed, score_paths
 

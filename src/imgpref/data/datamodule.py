@@ -202,6 +202,7 @@ class PreferenceDataModule(L.LightningDataModule):
       rows with split "val" validate. preprocess: PIL -> model input tensor (the scorer's `preprocess`).
     batching: "pairs" (random pairs) or "groups" (whole groups; required for listwise=True).
     preload: "auto" (cache decoded tensors in memory when they fit in preload_max_mb), True or False.
+    val_holdout: when the manifest has no val rows, this share of the train groups becomes val (0 = none).
     """
 
     def __init__(
@@ -219,6 +220,7 @@ class PreferenceDataModule(L.LightningDataModule):
         seed: int = 0,
         train_split: str = "train",
         val_split: str = "val",
+        val_holdout: float = 0.15,
     ):
         super().__init__()
         if batching not in BATCHINGS:
@@ -235,6 +237,9 @@ class PreferenceDataModule(L.LightningDataModule):
         self.batching, self.listwise, self.preload = batching, bool(listwise), preload
         self.preload_max_mb, self.num_workers, self.seed = float(preload_max_mb), int(num_workers), int(seed)
         self.train_split, self.val_split = train_split, val_split
+        if not 0.0 <= float(val_holdout) < 1.0:
+            raise ValueError(f"val_holdout must be in [0, 1); got {val_holdout}")
+        self.val_holdout = float(val_holdout)
         self.items: list[Any] = []
         self.prompts: list[str] = []
         self.store: Tensor | None = None
@@ -250,6 +255,8 @@ class PreferenceDataModule(L.LightningDataModule):
             return
         df = self.manifest if isinstance(self.manifest, pd.DataFrame) else read_manifest(self.manifest)
         df = df[df["split"].isin([self.train_split, self.val_split])].reset_index(drop=True)
+        if not (df["split"] == self.val_split).any() and self.val_holdout > 0:
+            df = self._hold_out_val(df)
         if not (df["split"] == self.train_split).any():
             raise ValueError(f"the manifest has no rows with split {self.train_split!r}; "
                              "set the split column (train/val/test) or run `imgpref data synth/convert`")
@@ -278,6 +285,21 @@ class PreferenceDataModule(L.LightningDataModule):
         if len(self.tables[self.train_split]) == 0:
             raise ValueError("no trainable pairs left: every training pair has an unreadable image")
         self._ready = True
+
+    def _hold_out_val(self, df: pd.DataFrame) -> pd.DataFrame:
+        """No val rows: move a seeded `val_holdout` share of the train groups (scenes / prompts) to val, so early
+        stopping and calibration still have held-out data (never pairs of one group on both sides)."""
+        groups = pd.unique(df.loc[df["split"] == self.train_split, "group"].astype(str))
+        n_val = int(round(len(groups) * self.val_holdout))
+        if len(groups) < 2 or n_val < 1:
+            return df
+        rng = np.random.default_rng(self.seed)
+        chosen = set(rng.choice(groups, size=min(n_val, len(groups) - 1), replace=False).tolist())
+        df = df.copy()
+        df.loc[df["group"].astype(str).isin(chosen), "split"] = self.val_split
+        log.warning("the manifest has no %r rows: holding out %d of %d train groups for validation",
+                    self.val_split, len(chosen), len(groups))
+        return df
 
     def _decide_preload(self) -> None:
         if self.preload is False or self.preprocess is None:

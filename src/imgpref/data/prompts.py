@@ -12,8 +12,8 @@ Three sources, highest precedence first (the first one that has a prompt for an 
 3. a sidecar text file beside the image with the same stem (`img.png` -> `img.txt`), as many generators
    write; its whole content, stripped of surrounding whitespace, is the prompt.
 
-An image with no prompt from any source gets `None`; prompt-free scorers score it, prompt-conditioned scorers
-record an error for it.
+An empty prompt counts as none (the next source is tried). An image with no prompt from any source gets `None`;
+prompt-free scorers score it, prompt-conditioned scorers record an error for it.
 """
 from __future__ import annotations
 
@@ -127,14 +127,14 @@ class PromptResolver:
         self.sidecar = sidecar
 
     def __call__(self, image: str | Path) -> str | None:
-        if self.prompt is not None:
+        if self.prompt:
             return self.prompt
         if self.table is not None:
             hit = self.table.get(_norm(image))
-            if hit is not None:
+            if hit:
                 return hit
         if self.file is not None:
             hit = self.file.get(image)
-            if hit is not None:
+            if hit:
                 return hit
-        return sidecar_prompt(image) if self.sidecar else None
+        return (sidecar_prompt(image) or None) if self.sidecar else None

@@ -54,8 +54,8 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     out["scorer"] = [str(v) for v in df["scorer"]]
     out["score"] = pd.to_numeric(df["score"], errors="coerce").astype("float64").to_numpy()
 
-    def text(v):
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+    def text(v):  # missing and empty are the same thing in every format (CSV cannot tell them apart)
+        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v == "":
             return None
         return str(v)
 

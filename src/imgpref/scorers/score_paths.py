@@ -217,7 +217,7 @@ def _previous_rows(out: Path, resume: bool) -> list[dict]:
 
 
 def _text(v) -> str | None:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
         return None
     return str(v)
 
@@ -293,7 +293,7 @@ def score_paths(
             journal.append(rows)
 
     # what is left to do: per image, per backbone group, the scorer indices still missing
-    image_prompts = [resolver(f) for f in files]
+    image_prompts = [resolver(f) or None for f in files]  # an empty prompt is no prompt (CSV cannot tell them apart)
     todo: list[dict[str, list[int]]] = []
     immediate: list[dict] = []
     for path, pr in zip(files, image_prompts):

@@ -140,9 +140,24 @@ def merge_lora(scorer: Scorer) -> bool:
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, m.get_base_layer())
         found = True
+    if found:
+        _restore_parameters(model)
     for p in model.parameters():
         p.requires_grad_(True)
     return bool(found)
+
+
+def _restore_parameters(model: nn.Module) -> None:
+    """peft's MultiheadAttention adapter swaps weights for plain tensors while active; merged, they must be
+    Parameters again or they vanish from the state dict (and from the saved scorer folder)."""
+    import torch
+
+    for m in model.modules():
+        for attr in ("in_proj_weight", "in_proj_bias", "weight", "bias"):
+            v = m.__dict__.get(attr)
+            if torch.is_tensor(v) and attr not in m._parameters:
+                del m.__dict__[attr]
+                m.register_parameter(attr, nn.Parameter(v.detach().clone()))
 
 
 def trainable_parameters(module: nn.Module) -> int:

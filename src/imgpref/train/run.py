@@ -12,7 +12,8 @@ use it directly):
 Recipe sections (see configs/train/*.yaml): seed, scorer (imgpref.train.build), mode (imgpref.train.modes),
 loss {name, ...kwargs}, optimizer (RewardModelModule), augment, data (PreferenceDataModule), trainer
 (max_epochs, max_steps, max_time, precision, accelerator, devices, strategy, num_nodes,
-accumulate_grad_batches, gradient_clip_val, early_stopping {monitor, patience, mode}, ...), calibrate (bool).
+accumulate_grad_batches, gradient_clip_val, early_stopping {monitor, patience, mode}, ...), calibrate (bool),
+torch_threads (intra-op CPU threads; unset = torch's default).
 """
 from __future__ import annotations
 
@@ -91,8 +92,8 @@ def _parse_value(raw: str) -> Any:
     return value
 
 
-_KNOWN = {"seed", "scorer", "mode", "loss", "optimizer", "augment", "data", "trainer", "calibrate", "name",
-          "description"}
+_KNOWN = {"torch_threads", "seed", "scorer", "mode", "loss", "optimizer", "augment", "data", "trainer", "calibrate",
+          "name", "description"}
 
 
 def _check(cfg: dict[str, Any]) -> None:
@@ -180,6 +181,9 @@ def train(config: dict | str | Path, data: str | Path, out: str | Path, override
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
+    if cfg.get("torch_threads"):
+        # tiny models: one intra-op thread avoids OpenMP spin-waiting, which wrecks wall time on a busy machine
+        torch.set_num_threads(int(cfg["torch_threads"]))
     seed = int(cfg.get("seed", 0))
     L.seed_everything(seed, workers=True, verbose=False)
     scorer = build_scorer(cfg.get("scorer") or {})
