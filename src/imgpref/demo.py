@@ -22,24 +22,16 @@ from PIL import Image
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
-DEMO_PROMPTS = [
-    "a bright sunny beach", "a dark forest at night", "a red sports car", "a bowl of fruit on a table",
-    "a snowy mountain peak", "a city street in the rain", "a portrait of an old man", "a field of sunflowers",
-    "a cat sleeping on a sofa", "a lighthouse by the sea", "a plate of pasta", "a neon sign at midnight",
-    "a desert with dunes", "a waterfall in the jungle", "a vintage bicycle", "a cup of coffee",
-]
-HELD_OUT_PROMPTS = ["a quiet lake at dawn", "a busy market street", "a castle on a hill", "a bouquet of roses",
-                    "a rocket launching", "an owl in a tree", "a wooden cabin", "a glass of orange juice"]
-
-
 @dataclass
 class DemoSizes:
     """Knobs of the demo; `quick` shrinks everything for tests."""
 
     scenes: int = 60
     train_overrides: tuple[str, ...] = ()
+    train_prompts: int = 48
+    heldout_prompts: int = 16
     pairs_per_prompt: int = 4
-    align_steps: int = 60
+    align_steps: int = 100
     eval_seeds: int = 4
 
 
@@ -76,6 +68,7 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, log: Callable
     """Run the three parts; returns (and writes to out/demo_summary.json) the key numbers."""
     from imgpref.align.evaluate import evaluate_alignment
     from imgpref.align.pairs import label_pairs
+    from imgpref.align.prompts import demo_prompts
     from imgpref.align.tiny import save_tiny_pipeline
     from imgpref.align.train import align
     from imgpref.data.synth import make_rendering_dataset
@@ -86,8 +79,8 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, log: Callable
 
     sizes = DemoSizes()
     if quick:
-        sizes = DemoSizes(scenes=16, train_overrides=("trainer.max_epochs=3",), pairs_per_prompt=3,
-                          align_steps=8, eval_seeds=2)
+        sizes = DemoSizes(scenes=16, train_overrides=("trainer.max_epochs=3",), train_prompts=12,
+                          heldout_prompts=4, pairs_per_prompt=3, align_steps=8, eval_seeds=2)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
@@ -128,12 +121,17 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, log: Callable
 
     # 3. align a diffusion model with a scorer as the reward --------------------------------------------------
     log("[3/3] labelling pairs for a tiny diffusion pipeline and aligning it with Diffusion-DPO")
+    # Sampling settings of benchmarks/align_reward.py (DDIM 8 steps, no guidance): the tiny UNet is random, so
+    # what matters is that pairs, training and evaluation sample the same way.
+    sample = dict(num_inference_steps=8, guidance_scale=1.0, batch_size=16)
     pipe_dir = save_tiny_pipeline(out / "tiny_pipeline")
-    pairs = label_pairs(str(pipe_dir), DEMO_PROMPTS, "exposure", out / "pairs", n=sizes.pairs_per_prompt)
+    train_prompts = demo_prompts(sizes.train_prompts)
+    heldout = demo_prompts(sizes.heldout_prompts, offset=sizes.train_prompts)  # disjoint from training
+    pairs = label_pairs(str(pipe_dir), train_prompts, "exposure", out / "pairs", n=sizes.pairs_per_prompt, **sample)
     aligned = align(config_path("align", "tiny_dpo.yaml"), pairs.manifest, out / "aligned",
                     pipeline=str(pipe_dir), **{"trainer.max_steps": sizes.align_steps})
-    ev = evaluate_alignment(str(pipe_dir), aligned.export_dir, HELD_OUT_PROMPTS, "exposure", out / "align_eval",
-                            seeds=sizes.eval_seeds)
+    ev = evaluate_alignment(str(pipe_dir), aligned.export_dir, heldout, "exposure", out / "align_eval",
+                            seeds=sizes.eval_seeds, **sample)
     summary["align"] = {"pairs": pairs.n_pairs, "ties_dropped": pairs.n_ties, "steps": aligned.steps,
                         "win_rate": ev.win_rate, "win_rate_ci": [ev.ci_low, ev.ci_high],
                         "mean_exposure_before": ev.mean_reward_base, "mean_exposure_after": ev.mean_reward_aligned,

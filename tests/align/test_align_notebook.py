@@ -17,5 +17,5 @@ def test_align_notebook_runs():
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     text = "".join(o.get("text", "") for o in outputs)
-    assert "win rate" in text and "pairs from 16 prompts" in text
+    assert "win rate" in text and "pairs from 8 prompts" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the before/after grid is shown

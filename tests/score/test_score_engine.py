@@ -12,7 +12,8 @@ import torch
 
 from imgpref.data.images import load_image
 from imgpref.scorers.output import journal_path, read_scores
-from imgpref.scorers.score_paths import NO_PROMPT, ScoringFailed, collate_items, score_paths, summarize
+from imgpref.scorers.score_paths import (NO_PROMPT, ScoringFailed, collate_items, default_workers, resolve_precision,
+                                         score_paths, summarize)
 
 torch.set_num_threads(1)
 
@@ -158,3 +159,9 @@ def test_bad_arguments(tmp_path, scorer_factory, good_images):
         score_paths(tmp_path / "nope", scorers, progress=False)
     with pytest.raises(ValueError, match="unique"):
         score_paths(tmp_path / "imgs", scorers + scorers, progress=False)
+
+
+def test_defaults_for_workers_and_precision():
+    assert 1 <= default_workers("cpu") <= default_workers("cuda") <= 4
+    assert resolve_precision(None, torch.device("cpu")) == torch.float32
+    assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16

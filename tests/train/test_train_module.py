@@ -136,7 +136,7 @@ def test_training_step_loss_equals_losses_bt_soft_on_item_scores():
              "i1": torch.tensor([1, 2, 2]), "votes": torch.tensor([[20, 3, 2], [5, 15, 5], [10, 10, 5]])}
     with torch.no_grad():
         scores = s.score_embeddings(s.embed_images(batch["pixels"]))
-        got = m._loss(m.item_scores(batch), batch)
+        got = m._loss(batch, m.embeddings(batch))
     q = torch.tensor([21 / 25, 7.5 / 25, 12.5 / 25])
     expect = losses.bt_soft(scores[[0, 0, 1]], scores[[1, 2, 2]], q)
     torch.testing.assert_close(got, expect, atol=1e-6, rtol=1e-6)
@@ -146,7 +146,7 @@ def test_plackett_luce_batch_loss_uses_group_orders():
     m = RewardModelModule(tiny_scorer(), "plackett_luce", mode="head")
     s = torch.tensor([0.5, -1.0, 2.0, 0.0])
     batch = {"order": torch.tensor([[2, 0, 1], [3, 1, 0]]), "mask": torch.tensor([[1, 1, 1], [1, 1, 0]]).bool()}
-    got = m._loss(s, batch)
+    got = m.listwise_loss(s, batch)
     expect = (losses.plackett_luce(s, torch.tensor([2, 0, 1])) + losses.plackett_luce(s, torch.tensor([3, 1]))) / 2
     torch.testing.assert_close(got, expect)
 

@@ -48,10 +48,12 @@ def export_aligned(module, out_dir: str | os.PathLike, *, use_ema: bool = True, 
 
 def _save_lora(module, out: Path) -> None:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(module.unet))
+    # Saved in peft's own key format (lora_A / lora_B), which `load_lora_weights` reads as is. Converting with
+    # `convert_state_dict_to_diffusers` renames only the attention projections (to_q.lora.down, ...) and leaves
+    # conv / ff / proj targets as lora_A / lora_B; diffusers 0.42 then loads only half of such a mixed file.
+    state = get_peft_model_state_dict(module.unet)
     state = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
     # The adapter config travels as metadata so lora_alpha != rank is restored exactly on load.
     meta = module.unet.peft_config["default"].to_dict()

@@ -81,7 +81,7 @@ def score(
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="CSV/JSONL with path (or file/image) and prompt columns; wins over sidecar .txt files."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML report."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch (default: 32 on CPU, 64 on CUDA)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader decode processes (default: min(4, CPUs)); 0 decodes in the main process."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader decode processes (default: min(4, CPUs) with CUDA, half the CPUs on CPU); 0 decodes in the main process."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda, cuda:N."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: score only rows missing from OUT and its journal."),

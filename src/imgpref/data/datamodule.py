@@ -7,6 +7,8 @@ A batch is a dict:
     prompts list[str]     the prompt of each item ("" for prompt-free data)
     i0, i1  [P]           item index (into the batch) of image_0 / image_1 of each pair
     votes   [P, 3]        votes_0, votes_1, votes_tie (soft targets come from these: q = (v0 + v_tie / 2) / n)
+    prompt_weight [P]     1 / (number of pairs of the pair's prompt in the whole split): PickScore's balancing
+    annotators list[str]  the manifest's `annotator` of each pair ("" when unknown), for pluralistic heads
     order, mask [G, K]    (batching="groups" only) items of each group ranked best first by a Bradley-Terry fit
                           of the group's votes, for Plackett-Luce; padded slots masked and last
 
@@ -64,9 +66,24 @@ class PairTable:
     i1: np.ndarray      # int64 [P]
     votes: np.ndarray   # int64 [P, 3]
     group: np.ndarray   # int64 [P] group code
+    prompt: np.ndarray | None = None      # int64 [P] prompt code (pairs of one prompt share it)
+    annotator: np.ndarray | None = None   # object [P] annotator name ("" = unknown)
 
     def __len__(self) -> int:
         return len(self.i0)
+
+    def subset(self, keep: np.ndarray) -> "PairTable":
+        """The rows where boolean `keep` is True (every per-pair column)."""
+        opt = lambda a: None if a is None else a[keep]  # noqa: E731
+        return PairTable(self.i0[keep], self.i1[keep], self.votes[keep], self.group[keep], opt(self.prompt),
+                         opt(self.annotator))
+
+    def prompt_weights(self) -> np.ndarray:
+        """float64 [P]: 1 / (pairs of this table with the pair's prompt); counts span the whole table (split)."""
+        if self.prompt is None or len(self.prompt) == 0:
+            return np.ones(len(self.i0))
+        counts = np.bincount(self.prompt)
+        return 1.0 / counts[self.prompt]
 
 
 def bt_order(n_items: int, a: np.ndarray, b: np.ndarray, votes: np.ndarray) -> np.ndarray:
@@ -143,6 +160,7 @@ class PairBatches(Dataset):
                  listwise: bool, feature_key: str = "pixels"):
         self.table, self.items, self.prompts = table, items, list(prompts)
         self.load, self.store, self.txt, self.listwise, self.feature_key = load, store, txt, listwise, feature_key
+        self.weights = torch.from_numpy(table.prompt_weights().astype(np.float32))
 
     def __len__(self) -> int:
         return len(self.table)
@@ -166,6 +184,8 @@ class PairBatches(Dataset):
             "i0": torch.from_numpy(inv[:n].astype(np.int64)),
             "i1": torch.from_numpy(inv[n:].astype(np.int64)),
             "votes": torch.from_numpy(t.votes[sel].astype(np.int64)),
+            "prompt_weight": self.weights[torch.from_numpy(sel)],
+            "annotators": [str(a) for a in t.annotator[sel]] if t.annotator is not None else [""] * n,
         }
         if self.txt is not None:
             batch["txt"] = self.txt[torch.from_numpy(uniq)]
@@ -249,6 +269,13 @@ class PreferenceDataModule(L.LightningDataModule):
         self.tables: dict[str, PairTable] = {}
         self._ready = False
 
+    def annotator_names(self, split: str | None = None) -> list[str]:
+        """Sorted distinct non-empty annotators of `split` (default: the train split), after `setup`."""
+        t = self.tables.get(split or self.train_split)
+        if t is None or t.annotator is None:
+            return []
+        return sorted({str(a) for a in t.annotator if a})
+
     # ------------------------------------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
@@ -278,10 +305,13 @@ class PreferenceDataModule(L.LightningDataModule):
         if not keep.all():
             log.warning("dropping %d pair(s) with unreadable images", int((~keep).sum()))
         gcodes = pd.factorize(df["group"].astype(str))[0].astype(np.int64)
+        pcodes = pd.factorize(df["prompt"].astype(str))[0].astype(np.int64)
+        ann = (df["annotator"].fillna("").astype(str) if "annotator" in df.columns
+               else pd.Series([""] * len(df))).to_numpy(object)
         votes = df[["votes_0", "votes_1", "votes_tie"]].to_numpy(np.int64)
         for split in (self.train_split, self.val_split):
             m = keep & (df["split"] == split).to_numpy()
-            self.tables[split] = PairTable(idx[m, 0], idx[m, 1], votes[m], gcodes[m])
+            self.tables[split] = PairTable(idx[m, 0], idx[m, 1], votes[m], gcodes[m], pcodes[m], ann[m])
         if len(self.tables[self.train_split]) == 0:
             raise ValueError("no trainable pairs left: every training pair has an unreadable image")
         self._ready = True

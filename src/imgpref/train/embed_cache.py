@@ -375,7 +375,8 @@ def attach_features(dm, backbone: Backbone, *, batch_size: int = 64, num_workers
             keep = ~(np.isin(t.i0, bad_items) | np.isin(t.i1, bad_items))
             if not keep.all():
                 log.warning("%s: dropping %d pair(s) whose image could not be embedded", split, int((~keep).sum()))
-                dm.tables[split] = type(t)(t.i0[keep], t.i1[keep], t.votes[keep], t.group[keep])
+                dm.tables[split] = t.subset(keep) if hasattr(t, "subset") else \
+                    type(t)(t.i0[keep], t.i1[keep], t.votes[keep], t.group[keep])
     txt = None
     if texts is None:
         texts = backbone.has_text and any(p for p in dm.prompts)

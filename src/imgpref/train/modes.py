@@ -56,7 +56,9 @@ def apply_mode(scorer: Scorer, mode: dict[str, Any] | str) -> dict[str, Any]:
     """Set `requires_grad` on `scorer`'s parameters for `mode` (a name or {"name": ..., options}).
 
     Options: last_n: vision_blocks (default 20), text_layers (default 11); lora: r (8), alpha (16), dropout (0.0),
-    target ("attention"). Returns the normalised mode dict. Raises ValueError for unknown modes / options.
+    target ("attention"); head: cache_embeddings (true), cache_dir (null) are read by `imgpref.train.run.train`
+    (embeddings computed once by `imgpref.train.embed_cache.attach_features`). Returns the normalised mode dict.
+    Raises ValueError for unknown modes / options.
     """
     mode = {"name": mode} if isinstance(mode, str) else dict(mode)
     name = mode.get("name", "full")

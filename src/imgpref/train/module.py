@@ -4,7 +4,12 @@ It only wires things: the scorer (backbone + head), a loss from `imgpref.train.l
 training mode (`imgpref.train.modes`), AdamW with linear warmup + cosine decay, and label-preserving
 augmentation. Batches come from `imgpref.data.datamodule.PreferenceDataModule`.
 
-Validation logs `val/nll` (binary cross-entropy of sigmoid(s0 - s1) against the vote fraction, whatever the
+Every pair loss sees the model's pair logit d = `pair_margin(head, ...)`: s0 - s1 for scalar heads, the full
+(possibly cyclic) s(a, b) for a GPM head, and the difference of the pair's annotator rewards for a pluralistic
+head (batches carry `annotators`, one per pair, from the manifest's annotator column). The pickscore loss
+weights each pair by 1 / (pairs of its prompt in the whole split) unless `loss.prompt_weighting: false`.
+
+Validation logs `val/nll` (binary cross-entropy of sigmoid(d) against the vote fraction, whatever the
 training loss, so runs are comparable and early stopping has one target), `val/acc` (agreement with the vote
 majority, 50/50 pairs left out) and `val/loss` (the training loss on val).
 
@@ -23,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from imgpref.scorers.base import Scorer
+from imgpref.scorers.pref_heads import PluralisticHead, pair_margin
 from imgpref.train import losses as L_
 from imgpref.train.modes import apply_mode
 
@@ -73,14 +79,20 @@ class RewardModelModule(L.LightningModule):
         self.seed = int(seed)
         self.mode = apply_mode(scorer, mode)
         self._set_train_modes()
+        # PickScore weights each example by 1 / (examples of its prompt); on by default for that loss
+        self.prompt_weighting = bool(self.loss_kwargs.pop("prompt_weighting", loss == "pickscore"))
+        if self.prompt_weighting and loss != "pickscore":
+            raise ValueError(f"loss.prompt_weighting applies to the pickscore loss only; remove it for {loss!r}")
         if loss == "davidson":  # the tie propensity is learned with the model
             self.log_nu = nn.Parameter(torch.tensor(float(self.loss_kwargs.pop("log_nu", 0.0))))
-        self.save_hyperparameters({"loss": loss, "loss_kwargs": self.loss_kwargs, "optimizer": self.opt_cfg,
+        self.save_hyperparameters({"loss": loss, "loss_kwargs": self.loss_kwargs,
+                                   "prompt_weighting": self.prompt_weighting, "optimizer": self.opt_cfg,
                                    "mode": self.mode, "augment": self.aug_cfg, "seed": self.seed})
 
     # --------------------------------------------------------------------------------------------- scoring
-    def item_scores(self, batch: dict[str, Any], train: bool = False) -> Tensor:
-        """Scores [N] of the distinct items of a batch (pixels or precomputed embeddings)."""
+    def embeddings(self, batch: dict[str, Any], train: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Image and text embeddings ([N, D], [N, D] or None) of the distinct items of a batch (pixels or
+        precomputed `emb` / `txt`); text only when the head is prompt-conditioned."""
         scorer = self.scorer
         txt = batch.get("txt")
         if "emb" in batch:
@@ -92,21 +104,61 @@ class RewardModelModule(L.LightningModule):
                 x = augment(x, gen, bool(self.aug_cfg.get("hflip", False)),
                             float(self.aug_cfg.get("crop_scale", 1.0)), float(self.aug_cfg.get("max_shift", 0.0)))
             img = scorer.embed_images(x)
-        if scorer.head.needs_text and txt is None:
+        if not scorer.head.needs_text:
+            return img, None
+        if txt is None:
             txt = scorer.embed_texts(batch["prompts"])
-        return scorer.score_embeddings(img, txt).float()
+        return img, txt
 
-    def _loss(self, s: Tensor, batch: dict[str, Any]) -> Tensor:
+    def item_scores(self, batch: dict[str, Any], train: bool = False) -> Tensor:
+        """Scores [N] of the distinct items of a batch (the scalar the Scorer reports; population mixture for a
+        pluralistic head, the transitive component for a GPM head)."""
+        img, txt = self.embeddings(batch, train)
+        return self.scorer.score_embeddings(img, txt).float()
+
+    def pair_logits(self, batch: dict[str, Any], train: bool = False,
+                    emb: tuple[Tensor, Tensor | None] | None = None) -> Tensor:
+        """The model's preference logit of image_0 over image_1 for each pair [P] (`pair_margin`): the full
+        intransitive s(a, b) for a GPM head, the annotator's reward difference for a pluralistic head (batch key
+        `annotators`, one per pair), `s[i0] - s[i1]` for any other head."""
+        img, txt = emb if emb is not None else self.embeddings(batch, train)
+        i0, i1 = batch["i0"], batch["i1"]
+        ann = batch.get("annotators") if isinstance(self.scorer.head, PluralisticHead) else None
+        t0 = txt[i0] if txt is not None else None
+        t1 = txt[i1] if txt is not None else None
+        return pair_margin(self.scorer.head, img[i0], img[i1], t0, t1, annotators=ann).float()
+
+    def _pair_weights(self, batch: dict[str, Any]) -> Tensor | None:
+        """PickScore's 1 / (examples of the pair's prompt): counted over the whole split by the data module
+        (`prompt_weight`); batches without it (e.g. `CachedPairs`) fall back to counts within the batch."""
+        if self.loss_name != "pickscore" or not self.prompt_weighting:
+            return None
+        w = batch.get("prompt_weight")
+        if w is not None:
+            return w
+        prompts = batch.get("prompts")
+        if prompts is None:
+            return None
+        return L_.prompt_weights([prompts[int(k)] for k in batch["i0"]]).to(batch["votes"].device)
+
+    def listwise_loss(self, s: Tensor, batch: dict[str, Any]) -> Tensor:
+        """Plackett-Luce over the batch's group rankings (`order`, `mask`) of item scores s [N]."""
+        if "order" not in batch:
+            raise ValueError("loss plackett_luce needs listwise batches: set data.listwise: true")
+        order, mask = batch["order"], batch["mask"]
+        return L_.plackett_luce_batch(s.unsqueeze(0).expand(order.shape[0], -1), order, mask)
+
+    def _loss(self, batch: dict[str, Any], emb: tuple[Tensor, Tensor | None]) -> Tensor:
+        """The training loss of a batch, given its item embeddings (`embeddings(batch)`)."""
         if self.loss_name == "plackett_luce":
-            if "order" not in batch:
-                raise ValueError("loss plackett_luce needs listwise batches: set data.listwise: true")
-            order, mask = batch["order"], batch["mask"]
-            return L_.plackett_luce_batch(s.unsqueeze(0).expand(order.shape[0], -1), order, mask)
-        s0, s1 = s[batch["i0"]], s[batch["i1"]]
+            return self.listwise_loss(self.scorer.score_embeddings(*emb).float(), batch)
+        d = self.pair_logits(batch, emb=emb)
         kw = dict(self.loss_kwargs)
         if self.loss_name == "davidson":
             kw["log_nu"] = self.log_nu
-        return L_.get_loss(self.loss_name)(s0, s1, batch["votes"], **kw)
+        # every pair loss depends on (s0, s1) only through s0 - s1 (PickScore's softmax too), so (d, 0) is exact
+        return L_.get_loss(self.loss_name)(d, torch.zeros_like(d), batch["votes"], weights=self._pair_weights(batch),
+                                           **kw)
 
     # ------------------------------------------------------------------------------------------------ steps
     def _set_train_modes(self) -> None:
@@ -121,14 +173,13 @@ class RewardModelModule(L.LightningModule):
         torch.manual_seed(self.seed * 7919 + int(self.current_epoch))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        s = self.item_scores(batch, train=True)
-        loss = self._loss(s, batch)
+        loss = self._loss(batch, self.embeddings(batch, train=True))
         self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["votes"].shape[0]))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        s = self.item_scores(batch)
-        d = s[batch["i0"]] - s[batch["i1"]]
+        emb = self.embeddings(batch)
+        d = self.pair_logits(batch, emb=emb)
         votes = batch["votes"].to(d.dtype)
         q = (votes[:, 0] + 0.5 * votes[:, 2]) / votes.sum(1)
         n = int(d.shape[0])
@@ -139,7 +190,7 @@ class RewardModelModule(L.LightningModule):
         acc = (agree * decisive).sum() / decisive.sum().clamp_min(1)
         self.log("val/nll", nll, prog_bar=True, batch_size=n, sync_dist=True)
         self.log("val/acc", acc, prog_bar=True, batch_size=max(int(decisive.sum()), 1), sync_dist=True)
-        self.log("val/loss", self._loss(s, batch), batch_size=n, sync_dist=True)
+        self.log("val/loss", self._loss(batch, emb), batch_size=n, sync_dist=True)
 
     # ------------------------------------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> dict[str, Any]:

@@ -9,11 +9,23 @@ use it directly):
     out/recipe.yaml                           the recipe after overrides, as run
     out/train_summary.json                    epochs, steps, seconds, best val metrics, bt_scale
 
-Recipe sections (see configs/train/*.yaml): seed, scorer (imgpref.train.build), mode (imgpref.train.modes),
+Recipe sections (see configs/train/*.yaml): seed, scorer (imgpref.train.build), mode (imgpref.train.modes;
+mode head also takes cache_embeddings (default true: embed every distinct image once with the frozen backbone,
+`imgpref.train.embed_cache.attach_features`) and cache_dir (an on-disk embedding cache keyed by file content hash,
+backbone and weights fingerprint, shared with `imgpref score --cache`; null = in memory only)),
 loss {name, ...kwargs}, optimizer (RewardModelModule), augment, data (PreferenceDataModule), trainer
 (max_epochs, max_steps, max_time, precision, accelerator, devices, strategy, num_nodes,
 accumulate_grad_batches, gradient_clip_val, early_stopping {monitor, patience, mode}, ...), calibrate (bool),
 torch_threads (intra-op CPU threads; unset = torch's default).
+
+Heads: every pair loss trains the head's pair logit (`imgpref.scorers.pref_heads.pair_margin`), so
+`head: {type: gpm, k: ...}` trains the full intransitive GPM, and `head: {type: pluralistic}` learns one mixture
+per annotator of the manifest's `annotator` column (added to the head from the train split). The post-hoc
+bt_scale is fitted on the same pair logit (population mixture for pluralistic heads).
+
+Resume is exact (same weights and metrics as an uninterrupted run) from the epoch-end checkpoints that
+ModelCheckpoint writes after each validation; a run killed mid-epoch restarts that epoch from its beginning.
+With no val rows in the manifest, PreferenceDataModule holds out 15% of the train groups for validation.
 """
 from __future__ import annotations
 
@@ -112,17 +124,20 @@ def _precision(value: Any, accelerator: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def _cache_features(module, dm) -> None:
-    """Head mode: embed every item once with the frozen backbone; epochs then cost no backbone work."""
-    scorer = module.scorer
-    scorer.eval()
-    feats, txts = [], []
-    with torch.no_grad():
-        for batch in dm.item_loader(batch_size=64):
-            feats.append(scorer.embed_images(batch["pixels"].to(scorer.device)).float().cpu())
-            if scorer.head.needs_text:
-                txts.append(scorer.embed_texts(batch["prompts"]).float().cpu())
-    dm.set_features(torch.cat(feats), torch.cat(txts) if txts else None)
+def _add_annotators(scorer, dm) -> None:
+    """A pluralistic head learns mixture weights per annotator: give it the train split's annotators it lacks
+    (sorted, so a resumed run rebuilds the same parameter layout)."""
+    from imgpref.scorers.pref_heads import PluralisticHead
+
+    head = scorer.head
+    if not isinstance(head, PluralisticHead):
+        return
+    new = [a for a in dm.annotator_names() if a not in head.annotators]
+    if not new and not head.annotators:
+        log.warning("pluralistic head: the manifest has no annotator column values; every pair uses the "
+                    "population (uniform) mixture")
+    for a in new:
+        head.add_annotator(a)
 
 
 def _best_weights(module, path: Path | None) -> bool:
@@ -140,9 +155,11 @@ def _val_scores(module, dm) -> tuple[torch.Tensor, torch.Tensor]:
     loaders = dm.val_dataloader()
     for batch in loaders or []:
         batch = {k: (v.to(module.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        s = module.item_scores(batch).double()
+        # the scorer's own pair probability (pair_margin: GPM's full s(a, b)); a pluralistic head is calibrated
+        # on its population mixture, the scores a saved scorer reports
+        batch.pop("annotators", None)
         v = batch["votes"].double()
-        diffs.append((s[batch["i0"]] - s[batch["i1"]]).cpu())
+        diffs.append(module.pair_logits(batch).double().cpu())
         qs.append(((v[:, 0] + 0.5 * v[:, 2]) / v.sum(1)).cpu())
     if not diffs:
         return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
@@ -164,6 +181,7 @@ def train(config: dict | str | Path, data: str | Path, out: str | Path, override
     from imgpref.scorers.folder import save_scorer
     from imgpref.train.build import build_scorer
     from imgpref.train.calibrate import bt_nll, fit_bt_scale
+    from imgpref.train.embed_cache import attach_features
     from imgpref.train.modes import merge_lora
     from imgpref.train.module import RewardModelModule
 
@@ -195,13 +213,23 @@ def train(config: dict | str | Path, data: str | Path, out: str | Path, override
         data_cfg.setdefault("batching", "groups")
         data_cfg["listwise"] = True
     dm = PreferenceDataModule(data, scorer.preprocess, seed=seed, **data_cfg)
-    module = RewardModelModule(scorer, loss_name, loss_kwargs=loss_cfg, optimizer=cfg.get("optimizer"),
-                               mode=cfg.get("mode") or "full", augment=cfg.get("augment"), seed=seed)
     dm.setup("fit")
     for err in dm.errors:
         log.warning("unreadable image %s: %s", err["image"], err["error"])
-    if module.mode["name"] == "head" and (cfg.get("mode") or {}).get("cache_embeddings", True) is not False:
-        _cache_features(module, dm)
+    _add_annotators(scorer, dm)
+    mode_cfg = cfg.get("mode") or "full"
+    module = RewardModelModule(scorer, loss_name, loss_kwargs=loss_cfg, optimizer=cfg.get("optimizer"),
+                               mode=mode_cfg, augment=cfg.get("augment"), seed=seed)
+    mode_opts = mode_cfg if isinstance(mode_cfg, dict) else {}
+    if module.mode["name"] == "head" and mode_opts.get("cache_embeddings", True) is not False:
+        # embed every distinct image once (content-deduplicated; with mode.cache_dir also on disk, keyed by
+        # content hash + backbone + weights fingerprint, so a rerun skips the backbone); unreadable images drop
+        # their pairs
+        cache_dir = mode_opts.get("cache_dir")
+        table = attach_features(dm, scorer.backbone, num_workers=dm.num_workers,
+                                cache_dir=Path(str(cache_dir)).expanduser() if cache_dir else None,
+                                texts=bool(scorer.head.needs_text))
+        log.info("embedding cache: %s", table.stats)
     has_val = len(dm.tables.get(dm.val_split, ())) > 0
 
     tcfg = dict(cfg.get("trainer") or {})
