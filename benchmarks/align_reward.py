@@ -38,6 +38,25 @@ SETTINGS = {
             "model.lr": 1e-4},
     "mapo": {"model.method": "mapo", "model.beta": 0.1, "model.finetune": "full", "model.lr": 3e-4},
 }
+# LoRA on every Linear/Conv of the tiny UNet (attention alone barely moves it); reference = adapters disabled.
+ALL_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
+               "conv2", "conv_in", "conv_out", "time_emb_proj", "conv_shortcut", "linear_1", "linear_2"]
+LORA = {"model.finetune": "lora", "model.reference": "adapters_off", "model.lora_rank": 8,
+        "model.lora_targets": ALL_TARGETS}
+
+
+def parse_sets(items: list[str]) -> dict[str, dict]:
+    """`--set [METHOD:]KEY=VALUE` (VALUE parsed as YAML) -> per-method override dicts ("*" = both)."""
+    import yaml
+
+    out: dict[str, dict] = {"*": {}}
+    for it in items:
+        if "=" not in it:
+            raise ValueError(f"--set expects [METHOD:]KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        m, k = k.split(":", 1) if ":" in k else ("*", k)
+        out.setdefault(m, {})[k] = yaml.safe_load(v)
+    return out
 
 
 def run(method: str, *, pipe, work: Path, reward: str, pairs, test_prompts: list[str], steps: int, batch: int,
@@ -72,6 +91,10 @@ def main() -> None:
     ap.add_argument("--sampler-steps", type=int, default=8)
     ap.add_argument("--eval-seeds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seeds", default="0", help="training seeds (config `seed`), comma separated")
+    ap.add_argument("--lora", default="", help="methods trained with LoRA on all targets, e.g. dpo,mapo")
+    ap.add_argument("--set", action="append", default=[], help="[METHOD:]KEY=VALUE config override (YAML value)")
+    ap.add_argument("--min-margin", type=float, default=0.0, help="drop pairs whose reward gap is smaller")
     ap.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,25 +111,32 @@ def main() -> None:
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="align_reward_"))
     from imgpref.align.pairs import label_pairs
 
+    sets = parse_sets(args.set)
     rows = []
     for reward in args.rewards.split(","):
         t0 = time.perf_counter()
-        pairs = label_pairs(pipe, train, [reward], root / reward / "pairs", n=args.k,
+        pairs = label_pairs(pipe, train, [reward], root / reward / "pairs", n=args.k, min_margin=args.min_margin,
                             num_inference_steps=args.sampler_steps, guidance_scale=1.0, batch_size=16)
         t_pairs = time.perf_counter() - t0
         for m in args.methods.split(","):
-            row = run(m, pipe=pipe, work=root / reward / m, reward=reward, pairs=pairs, test_prompts=test,
-                      steps=args.steps, batch=args.batch, sampler_steps=args.sampler_steps, eval_seeds=args.eval_seeds)
-            rows.append({**row, "t_pairs": t_pairs})
+            for seed in [int(x) for x in args.seeds.split(",")]:
+                ov = {**(LORA if m in args.lora.split(",") else {}), **sets["*"], **sets.get(m, {}), "seed": seed}
+                row = run(m, pipe=pipe, work=root / reward / m / f"seed{seed}", reward=reward, pairs=pairs,
+                          test_prompts=test, steps=args.steps, batch=args.batch, sampler_steps=args.sampler_steps,
+                          eval_seeds=args.eval_seeds, overrides=ov)
+                row["seed"], row["ft"] = seed, "lora" if m in args.lora.split(",") else "full"
+                rows.append({**row, "t_pairs": t_pairs})
+                print(f"  {reward} {m} seed {seed} ({row['ft']}): win {row['win']:.3f} "
+                      f"[{row['lo']:.3f}, {row['hi']:.3f}] train {row['t_train']:.0f}s", flush=True)
     print(f"align_reward: tiny pipeline, {args.train_prompts} train prompts x K={args.k} (best-vs-worst pairs), "
           f"{args.test_prompts} held-out prompts x {args.eval_seeds} seeds, {args.steps} steps of {args.batch} pairs, "
           f"threads {args.threads}")
-    print("| reward | method | pairs | ties | steps | win rate | 95% CI | mean reward base -> aligned | "
+    print("| reward | method | finetune | seed | pairs | ties | steps | win rate | 95% CI | mean reward base -> aligned | "
           "s pairs / train / eval | win >= 0.7 and CI > 0.5 |")
-    print("|---|---|---:|---:|---:|---:|---|---|---|---|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|---|---|---|")
     for r in rows:
         ok = r["win"] >= 0.7 and r["lo"] > 0.5
-        print(f"| {r['reward']} | {r['method']} | {r['pairs']} | {r['ties']} | {r['steps']} | {r['win']:.3f} | "
+        print(f"| {r['reward']} | {r['method']} | {r['ft']} | {r['seed']} | {r['pairs']} | {r['ties']} | {r['steps']} | {r['win']:.3f} | "
               f"[{r['lo']:.3f}, {r['hi']:.3f}] | {r['base']:.5g} -> {r['aligned']:.5g} | "
               f"{r['t_pairs']:.0f} / {r['t_train']:.0f} / {r['t_eval']:.0f} | {'yes' if ok else 'NO'} |")
     print(f"reports (grid.png, report.html, metrics.json): {root}/<reward>/<method>/eval")

@@ -184,7 +184,8 @@ def main() -> None:
             f"{torch.get_num_threads()}; score_paths batch {bs}, workers {workers}; torch {torch.__version__}; "
             f"image generation {gen_s:.1f} s (not timed); 1-min load average at the end "
             f"{os.getloadavg()[0]:.1f}. Wall-clock rows are the best of {args.repeats} interleaved repeats; the CPU column "
-            "(process + DataLoader workers, from getrusage) does not depend on other load on the machine."
+            "(process + DataLoader workers, from getrusage) is less sensitive to other load on the machine, though "
+            "OpenMP waiting still inflates it under contention."
         )
         table = setup + "\n\n" + "\n".join(lines)
         print(table)

@@ -17,8 +17,7 @@ from PIL import Image
 from torch import Tensor
 
 # Few steps: the defaults target the tiny offline pipeline and quick labelling; real runs pass their own.
-DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 5.0
+from imgpref.align.defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS  # noqa: F401 (re-exported)
 
 
 def image_seed(base_seed: int, prompt_index: int, k: int, n: int) -> int:

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from imgpref.align.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from imgpref.align.defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 
 def _fail(exc: Exception) -> None:
