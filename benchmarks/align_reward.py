@@ -5,20 +5,22 @@ best-vs-worst pairs, with the on-policy latents) -> `align` (the tiny recipe of 
 Lightning module and losses as the SD recipes) -> `evaluate_alignment` on held-out prompts against the base
 pipeline with the same seeds (win rate, ties half, 95% bootstrap interval over prompts). Prints one table.
 
-Settings for the tiny random-weight UNet (stated, not hidden): full fine-tune (DPO with a frozen reference
-copy), DPO beta 1000 and lr 1e-4 (the SD1.5 beta 5000 is for real models; per-sample MSEs here are ~1.1 with
-winner/loser differences ~1e-3), MaPO beta 0.1 (published), s 0.5, T 1000, lr 3e-4; 100 steps of 8 pairs;
-training on the exact sampled latents (`data.latents: auto`; the random tiny VAE does not reconstruct, so
-VAE-encoding the saved images gives other latents and the runs did not learn); sampler DDIM, 8 steps, no
-guidance. LoRA on the tiny UNet (one attention block) moved it too little in the runs tried.
+Settings (SETTINGS below = configs/align/tiny_{dpo,mapo}.yaml), for the tiny random-weight UNet: LoRA rank 8 on
+every Linear/Conv of the UNet (attention alone barely moves it), lr 1e-3, 100 steps of 8 pairs; DPO beta 1000 (the
+SD1.5 beta 5000 is for real models; per-sample MSEs here are ~1.1 with winner/loser differences ~1e-3) with the
+adapters-off reference (no second UNet copy); MaPO beta 10, s 0.5, T 1000 (at the published beta 0.1 the SFT term
+on the winners dominates these tiny margins and its drift LOWERED exposure, win 0.03 with LoRA, 0.06 full); reward
+exposure, K=6 images per prompt, best-vs-worst pairs; training on the exact sampled latents (`data.latents: auto`;
+the random tiny VAE does not reconstruct); sampler DDIM, 8 steps, no guidance.
 
-Measured (benchmarks/RESULTS.md, "align_reward"): DPO raises exposure (win 0.77, CI [0.66, 0.88]) but not
-colorfulness (0.55); MaPO raises colorfulness (0.98, [0.95, 1.0]) but lowers exposure (0.06). On this tiny
-random UNet any fine-tuning also drifts the images generically, and that drift can outweigh what the pairs
-teach; DPO's stats show it lowering the winners' likelihood too (implicit reward_w < 0), MaPO's SFT term
-anchors on the winners.
+Measured (benchmarks/RESULTS.md, "align_reward"): both methods raise exposure for training seed 0 (DPO 0.98,
+MaPO 0.97, intervals far above 0.5) but NOT for seeds 1 and 2 (DPO 0.42 / 0.59, MaPO 0.25 / 0.55): the outcome
+depends on the seed (LoRA init, noise and timestep draws, batch order) as much as on the method. On this random
+UNet any fine-tuning also drifts the images generically, and that drift can outweigh what the pairs teach: DPO
+lowers colorfulness (win 0.02 with LoRA, seed 0), while MaPO raises it (1.00 LoRA beta 0.1; 0.98 full fine-tune). A trained base model is needed for a method-level conclusion.
 
-  python benchmarks/align_reward.py [--rewards colorfulness,exposure] [--train-prompts 48] [--k 4] [--steps 100]
+  python benchmarks/align_reward.py [--rewards exposure] [--seeds 0,1,2] [--k 6] [--steps 100]
+      [--set [METHOD:]KEY=VALUE ...]   e.g. --set mapo:model.beta=0.1 --set model.lr=5e-4
 """
 from __future__ import annotations
 
@@ -33,16 +35,15 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-SETTINGS = {
-    "dpo": {"model.method": "dpo", "model.beta": 1000.0, "model.finetune": "full", "model.reference": "copy",
-            "model.lr": 1e-4},
-    "mapo": {"model.method": "mapo", "model.beta": 0.1, "model.finetune": "full", "model.lr": 3e-4},
-}
-# LoRA on every Linear/Conv of the tiny UNet (attention alone barely moves it); reference = adapters disabled.
+# LoRA rank 8 on every Linear/Conv of the tiny UNet (attention alone barely moves it); DPO's reference is the same
+# UNet with the adapters disabled (no second copy). The tiny recipes (configs/align/tiny_*.yaml) hold the same values.
 ALL_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
                "conv2", "conv_in", "conv_out", "time_emb_proj", "conv_shortcut", "linear_1", "linear_2"]
-LORA = {"model.finetune": "lora", "model.reference": "adapters_off", "model.lora_rank": 8,
-        "model.lora_targets": ALL_TARGETS}
+LORA = {"model.finetune": "lora", "model.lora_rank": 8, "model.lora_targets": ALL_TARGETS, "model.lr": 1e-3}
+SETTINGS = {
+    "dpo": {"model.method": "dpo", "model.beta": 1000.0, **LORA, "model.reference": "adapters_off"},
+    "mapo": {"model.method": "mapo", "model.beta": 10.0, **LORA},
+}
 
 
 def parse_sets(items: list[str]) -> dict[str, dict]:
@@ -55,7 +56,11 @@ def parse_sets(items: list[str]) -> dict[str, dict]:
             raise ValueError(f"--set expects [METHOD:]KEY=VALUE, got {it!r}")
         k, v = it.split("=", 1)
         m, k = k.split(":", 1) if ":" in k else ("*", k)
-        out.setdefault(m, {})[k] = yaml.safe_load(v)
+        try:
+            val = float(v) if "." in v or "e" in v.lower() else int(v)  # YAML 1.1 reads "1e-3" as a string
+        except ValueError:
+            val = yaml.safe_load(v)
+        out.setdefault(m, {})[k] = val
     return out
 
 
@@ -81,18 +86,17 @@ def run(method: str, *, pipe, work: Path, reward: str, pairs, test_prompts: list
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rewards", default="colorfulness,exposure", help="weight-free scorers used as rewards")
+    ap.add_argument("--rewards", default="exposure", help="weight-free scorers used as rewards")
     ap.add_argument("--methods", default="dpo,mapo")
     ap.add_argument("--train-prompts", type=int, default=48)
     ap.add_argument("--test-prompts", type=int, default=16)
-    ap.add_argument("--k", type=int, default=4, help="images per training prompt")
+    ap.add_argument("--k", type=int, default=6, help="images per training prompt")
     ap.add_argument("--steps", type=int, default=100, help="training steps")
     ap.add_argument("--batch", type=int, default=8, help="pairs per training step")
     ap.add_argument("--sampler-steps", type=int, default=8)
     ap.add_argument("--eval-seeds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seeds", default="0", help="training seeds (config `seed`), comma separated")
-    ap.add_argument("--lora", default="", help="methods trained with LoRA on all targets, e.g. dpo,mapo")
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds (config `seed`), comma separated")
     ap.add_argument("--set", action="append", default=[], help="[METHOD:]KEY=VALUE config override (YAML value)")
     ap.add_argument("--min-margin", type=float, default=0.0, help="drop pairs whose reward gap is smaller")
     ap.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
@@ -120,15 +124,15 @@ def main() -> None:
         t_pairs = time.perf_counter() - t0
         for m in args.methods.split(","):
             for seed in [int(x) for x in args.seeds.split(",")]:
-                ov = {**(LORA if m in args.lora.split(",") else {}), **sets["*"], **sets.get(m, {}), "seed": seed}
+                ov = {**sets["*"], **sets.get(m, {}), "seed": seed}
                 row = run(m, pipe=pipe, work=root / reward / m / f"seed{seed}", reward=reward, pairs=pairs,
                           test_prompts=test, steps=args.steps, batch=args.batch, sampler_steps=args.sampler_steps,
                           eval_seeds=args.eval_seeds, overrides=ov)
-                row["seed"], row["ft"] = seed, "lora" if m in args.lora.split(",") else "full"
+                row["seed"], row["ft"] = seed, {**SETTINGS[m], **ov}["model.finetune"]
                 rows.append({**row, "t_pairs": t_pairs})
                 print(f"  {reward} {m} seed {seed} ({row['ft']}): win {row['win']:.3f} "
                       f"[{row['lo']:.3f}, {row['hi']:.3f}] train {row['t_train']:.0f}s", flush=True)
-    print(f"align_reward: tiny pipeline, {args.train_prompts} train prompts x K={args.k} (best-vs-worst pairs), "
+    print(f"align_reward: overrides {args.set}; tiny pipeline, {args.train_prompts} train prompts x K={args.k} (best-vs-worst pairs), "
           f"{args.test_prompts} held-out prompts x {args.eval_seeds} seeds, {args.steps} steps of {args.batch} pairs, "
           f"threads {args.threads}")
     print("| reward | method | finetune | seed | pairs | ties | steps | win rate | 95% CI | mean reward base -> aligned | "

@@ -1,8 +1,10 @@
 """Done-when 1 of issue 4, reduced: scorer-labelled pairs -> align -> evaluation on held-out prompts.
 
-On the tiny offline pipeline, a run trained on pairs labelled by a weight-free scorer (colorfulness) must raise
-that reward against the base pipeline with the same seeds: win rate >= 0.7 with the 95% bootstrap interval
-above 0.5. benchmarks/align_reward.py is the full-size version (DPO and MaPO, more prompts).
+On the tiny offline pipeline, Diffusion-DPO and MaPO runs trained on pairs labelled by the same weight-free
+scorer (exposure) must each raise that reward against the base pipeline with the same seeds: win rate >= 0.7
+with the 95% bootstrap interval above 0.5. Both use the tiny recipes as shipped (configs/align/tiny_*.yaml:
+LoRA on all UNet targets; DPO's reference is the same UNet with adapters disabled). The pairs are labelled once
+and shared by the two tests. benchmarks/align_reward.py is the full-size version (more prompts, three seeds).
 """
 from __future__ import annotations
 
@@ -13,29 +15,37 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-REWARD = "colorfulness"
+REWARD = "exposure"
 SAMPLE = dict(num_inference_steps=8, guidance_scale=1.0, batch_size=16)
-# Settings for the tiny random UNet (see benchmarks/align_reward.py for why): full fine-tune, on-policy latents.
-MAPO = {"model.method": "mapo", "model.beta": 0.1, "model.finetune": "full", "model.lr": 3e-4}
+N_TRAIN, N_TEST, K = 32, 16, 4
+
+
+@pytest.fixture(scope="module")
+def exposure_pairs(_tiny_pipe_session, tmp_path_factory):
+    """Best-vs-worst pairs of K images per training prompt, labelled by the exposure scorer (on-policy latents)."""
+    from imgpref.align.pairs import label_pairs
+    from imgpref.align.prompts import demo_prompts
+
+    rep = label_pairs(_tiny_pipe_session, demo_prompts(N_TRAIN), [REWARD], tmp_path_factory.mktemp("pairs"), n=K,
+                      **SAMPLE)
+    assert rep.n_pairs + rep.n_ties == N_TRAIN
+    return rep
 
 
 @pytest.mark.slow
-def test_mapo_on_scorer_pairs_raises_reward_on_held_out_prompts(tiny_pipe, tiny_pipe_dir, tmp_path):
+@pytest.mark.parametrize("method", ["dpo", "mapo"])
+def test_alignment_on_scorer_pairs_raises_reward_on_held_out_prompts(method, exposure_pairs, tiny_pipe,
+                                                                      tiny_pipe_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from imgpref.align.pairs import label_pairs
     from imgpref.align.prompts import demo_prompts
     from imgpref.align.train import align
     from imgpref.cli import app
 
-    train, test = demo_prompts(32), demo_prompts(16, offset=32)
-    rep = label_pairs(tiny_pipe, train, [REWARD], tmp_path / "pairs", n=4, **SAMPLE)
-    assert rep.n_pairs + rep.n_ties == 32
-    res = align(REPO / "configs" / "align" / "tiny_mapo.yaml", rep.manifest, tmp_path / "run",
-                pipe=copy.deepcopy(tiny_pipe), **MAPO, **{"data.latents": "auto", "data.batch_size": 8,
-                                                          "trainer.max_steps": 60, "checkpoint_every_n_steps": 1000})
-    assert res.steps == 60
-    (tmp_path / "test.txt").write_text("\n".join(test) + "\n")
+    res = align(REPO / "configs" / "align" / f"tiny_{method}.yaml", exposure_pairs.manifest, tmp_path / "run",
+                pipe=copy.deepcopy(tiny_pipe), **{"checkpoint_every_n_steps": 1000})
+    assert res.steps == 100  # the recipe's max_steps
+    (tmp_path / "test.txt").write_text("\n".join(demo_prompts(N_TEST, offset=N_TRAIN)) + "\n")  # held out
     out = CliRunner().invoke(app, [
         "align", "eval", "--base", str(tiny_pipe_dir), "--aligned", str(tmp_path / "run"), "--prompts",
         str(tmp_path / "test.txt"), "--scorer", REWARD, "--seeds", "2", "--steps", "8", "--guidance", "1",
@@ -43,7 +53,7 @@ def test_mapo_on_scorer_pairs_raises_reward_on_held_out_prompts(tiny_pipe, tiny_
     ])
     assert out.exit_code == 0, out.output
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert m["n_comparisons"] == 32
+    assert m["n_comparisons"] == N_TEST * 2
     assert m["win_rate"] >= 0.7, m["win_rate"]
     assert m["ci_low"] > 0.5, (m["ci_low"], m["win_rate"])
     assert m["mean_reward_aligned"] > m["mean_reward_base"]

@@ -15,7 +15,8 @@ mode head also takes cache_embeddings (default true: embed every distinct image 
 backbone and weights fingerprint, shared with `imgpref score --cache`; null = in memory only)),
 loss {name, ...kwargs}, optimizer (RewardModelModule), augment, data (PreferenceDataModule), trainer
 (max_epochs, max_steps, max_time, precision, accelerator, devices, strategy, num_nodes,
-accumulate_grad_batches, gradient_clip_val, early_stopping {monitor, patience, mode}, ...), calibrate (bool),
+accumulate_grad_batches, gradient_clip_val, early_stopping {monitor, patience, mode}, ema {decay, ...}: an
+exponential moving average of the weights, used for validation, checkpoints and the saved scorer, ...), calibrate (bool),
 torch_threads (intra-op CPU threads; unset = torch's default).
 
 Heads: every pair loss trains the head's pair logit (`imgpref.scorers.pref_heads.pair_margin`), so
@@ -166,6 +167,27 @@ def _val_scores(module, dm) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(diffs), torch.cat(qs)
 
 
+_EMA_KEYS = {"decay", "update_every_n_steps", "update_starting_at_step", "update_starting_at_epoch", "device"}
+
+
+def _ema_callback(ema_cfg: Any):
+    """Lightning's EMAWeightAveraging from `trainer.ema` ({decay, update_every_n_steps, update_starting_at_step,
+    update_starting_at_epoch, device}; `true` = defaults). Validation, the best/last checkpoints' state_dict and
+    the final weights are the averaged ones; resume restores both the current and the averaged weights."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    opts = {} if ema_cfg is True else ema_cfg
+    if not isinstance(opts, dict):
+        raise ValueError(f"trainer.ema must be true or a mapping like {{decay: 0.99}}, got {ema_cfg!r}")
+    unknown = sorted(set(opts) - _EMA_KEYS)
+    if unknown:
+        raise ValueError(f"trainer.ema: unknown key(s) {unknown}; known: {sorted(_EMA_KEYS)}")
+    decay = float(opts.get("decay", 0.999))
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"trainer.ema.decay must be in (0, 1), got {decay}")
+    return EMAWeightAveraging(**{**opts, "decay": decay})
+
+
 def train(config: dict | str | Path, data: str | Path, out: str | Path, overrides: Sequence[str] = (),
           resume: bool = False, progress: bool = True) -> TrainResult:
     """Train the scorer of recipe `config` on manifest `data`; write the scorer folder and checkpoints to `out`.
@@ -234,6 +256,7 @@ def train(config: dict | str | Path, data: str | Path, out: str | Path, override
 
     tcfg = dict(cfg.get("trainer") or {})
     es_cfg = tcfg.pop("early_stopping", {"patience": 10})
+    ema_cfg = tcfg.pop("ema", None)
     accelerator = str(tcfg.pop("accelerator", "auto"))
     precision = _precision(tcfg.pop("precision", "auto"), accelerator)
     if accelerator == "auto" and not torch.cuda.is_available():
@@ -244,6 +267,8 @@ def train(config: dict | str | Path, data: str | Path, out: str | Path, override
         es_cfg = dict(es_cfg)
         callbacks.append(EarlyStopping(monitor=es_cfg.pop("monitor", MONITOR), mode=es_cfg.pop("mode", "min"),
                                        patience=int(es_cfg.pop("patience", 10)), **es_cfg))
+    if ema_cfg:
+        callbacks.append(_ema_callback(ema_cfg))
     trainer = L.Trainer(
         default_root_dir=str(out),
         accelerator=accelerator,
