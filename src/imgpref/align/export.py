@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from imgpref.atomic import atomic_write
 
 ALIGN_META = "imgpref_align.yaml"
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -40,9 +41,8 @@ def export_aligned(module, out_dir: str | os.PathLike, *, use_ema: bool = True, 
             _save_lora(module, out)
         else:
             module.unet.save_pretrained(out / "unet", safe_serialization=True)
-    tmp = out / (ALIGN_META + ".tmp")
-    tmp.write_text(yaml.safe_dump(meta, sort_keys=False))
-    os.replace(tmp, out / ALIGN_META)
+    with atomic_write(out / ALIGN_META) as tmp:
+        tmp.write_text(yaml.safe_dump(meta, sort_keys=False))
     return out
 
 

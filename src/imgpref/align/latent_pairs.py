@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from imgpref.atomic import atomic_write
 
 LATENTS_FILE = "latents.safetensors"
 
@@ -27,9 +28,8 @@ def save_latents(latents: Tensor, rel_paths: Sequence[str], out_dir: str | os.Pa
         raise ValueError(f"got {len(rel_paths)} paths for {latents.shape[0]} latents")
     out = Path(out_dir) / LATENTS_FILE
     tensors = {str(p): latents[i].detach().float().cpu().contiguous() for i, p in enumerate(rel_paths)}
-    tmp = out.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"keys": "image paths relative to this file's folder"})
-    os.replace(tmp, out)
+    with atomic_write(out) as tmp:
+        save_file(tensors, str(tmp), metadata={"keys": "image paths relative to this file's folder"})
     return out
 
 

@@ -28,13 +28,13 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from imgpref.atomic import atomic_write
 
 COLUMNS = ("image_0", "image_1", "votes_0", "votes_1", "votes_tie", "prompt", "group", "annotator", "split")
 REQUIRED_COLUMNS = ("image_0", "image_1", "votes_0", "votes_1", "votes_tie")
@@ -336,9 +336,7 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> None:
         out[col] = pd.to_numeric(out[col]).astype(np.int64)
     extra = [c for c in out.columns if c not in COLUMNS]
     out = out[list(COLUMNS) + extra].reset_index(drop=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         if suffix == ".csv":
             out.to_csv(tmp, index=False)
         elif suffix == ".jsonl":
@@ -359,11 +357,6 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> None:
                 else:
                     arrays[col] = pa.array([_jsonable(v) for v in values])
             pq.write_table(pa.table(arrays), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _jsonable(value: Any) -> Any:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from imgpref.eval.report import preset_directions
+from imgpref.atomic import atomic_write
 
 PER_IMAGE_COLUMNS = ("rel_path", "scorer", "score_a", "score_b", "winner", "path_a", "path_b", "prompt", "error")
 WIN_RATE_COLUMNS = (
@@ -289,14 +290,12 @@ def write_per_image(result: CompareResult, out: str | Path) -> Path:
     suffix = out.suffix.lower()
     if suffix not in TABLE_FORMATS:
         raise ValueError(f"--out {str(out)!r}: use a .csv, .jsonl or .parquet file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
     df = result.per_image
-    if suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    elif suffix == ".jsonl":
-        df.to_json(tmp, orient="records", lines=True, force_ascii=False)
-    else:
-        df.to_parquet(tmp, index=False)
-    os.replace(tmp, out)  # a killed run never leaves a half-written table under the final name
+    with atomic_write(out) as tmp:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        elif suffix == ".jsonl":
+            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            df.to_parquet(tmp, index=False)
     return out

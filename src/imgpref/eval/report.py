@@ -26,6 +26,7 @@ from PIL import Image, ImageOps
 from imgpref.eval.report_charts import ci_bar_svg, histogram_svg
 from imgpref.eval.report_charts import esc as _esc
 from imgpref.eval.report_charts import fmt_num as _fmt
+from imgpref.atomic import atomic_write
 
 if TYPE_CHECKING:  # compare imports nothing from here, but keep the import one-way at runtime too
     from imgpref.eval.compare import CompareResult
@@ -483,10 +484,6 @@ def write_report(
         "</body></html>\n"
     )
     out = Path(out_html)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside and rename, so an interrupted run never leaves a half-written report.
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    with atomic_write(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return out

@@ -13,12 +13,11 @@ separate namespace (`<key>@bf16`), so they never mix with float32 ones.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from imgpref.atomic import atomic_write
 
 _CHUNK = 1 << 20
 
@@ -68,19 +67,8 @@ class EmbeddingCache:
 
     def put(self, key: str, digest: str, emb: np.ndarray) -> None:
         """Store one embedding atomically (temp file + rename)."""
-        p = self._entry(key, digest)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{digest}.", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(emb, dtype=np.float32), allow_pickle=False)
-            os.replace(tmp, p)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_write(self._entry(key, digest)) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(emb, dtype=np.float32), allow_pickle=False)
 
     def __len__(self) -> int:
         return sum(1 for _ in self.root.rglob("*.npy"))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
+from imgpref.atomic import atomic_write
 
 COLUMNS = ("path", "scorer", "score", "prompt", "error")
 FORMATS = (".csv", ".jsonl", ".parquet")
@@ -75,11 +76,8 @@ def write_scores(df: pd.DataFrame, out: str | Path) -> Path:
     """Write the table atomically in the format given by `out`'s extension."""
     out = check_output_path(out)
     df = normalize(df)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        suffix = out.suffix.lower()
+    suffix = out.suffix.lower()
+    with atomic_write(out, fsync=True) as tmp:
         if suffix == ".csv":
             df.to_csv(tmp, index=False)
         elif suffix == ".jsonl":
@@ -88,15 +86,6 @@ def write_scores(df: pd.DataFrame, out: str | Path) -> Path:
                     fh.write(line + "\n")
         else:
             df.to_parquet(tmp, index=False)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return out
 
 
