@@ -31,7 +31,7 @@ class DemoSizes:
     train_prompts: int = 48
     heldout_prompts: int = 16
     pairs_per_prompt: int = 4
-    align_steps: int = 100
+    align_steps: int | None = None  # None: the recipe's own max_steps
     eval_seeds: int = 4
 
 
@@ -128,8 +128,9 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, log: Callable
     train_prompts = demo_prompts(sizes.train_prompts)
     heldout = demo_prompts(sizes.heldout_prompts, offset=sizes.train_prompts)  # disjoint from training
     pairs = label_pairs(str(pipe_dir), train_prompts, "exposure", out / "pairs", n=sizes.pairs_per_prompt, **sample)
+    steps = {} if sizes.align_steps is None else {"trainer.max_steps": sizes.align_steps}
     aligned = align(config_path("align", "tiny_dpo.yaml"), pairs.manifest, out / "aligned",
-                    pipeline=str(pipe_dir), **{"trainer.max_steps": sizes.align_steps})
+                    pipeline=str(pipe_dir), **steps)
     ev = evaluate_alignment(str(pipe_dir), aligned.export_dir, heldout, "exposure", out / "align_eval",
                             seeds=sizes.eval_seeds, **sample)
     summary["align"] = {"pairs": pairs.n_pairs, "ties_dropped": pairs.n_ties, "steps": aligned.steps,
