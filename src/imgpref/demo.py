@@ -5,7 +5,7 @@
 2. synthesise a DEAR-style rendering-preference set, train the tiny recipe on it, evaluate on the test split,
    score the test renderings with the trained scorer, HTML report;
 3. build a tiny diffusers pipeline, label on-policy pairs with a scorer as the reward, align it with
-   Diffusion-DPO, and compare before/after on held-out prompts with the same seeds (grid PNG + HTML).
+   Diffusion-DPO (LoRA, reference = adapters off), and compare before/after on held-out prompts with the same seeds (grid PNG + HTML).
 
 The tiny parts run the same classes and code paths as the real recipes, only smaller.
 """
@@ -77,6 +77,9 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, log: Callable
     from imgpref.scorers.score_paths import score_paths
     from imgpref.train.run import train
 
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" bars would bury the demo's own lines
     sizes = DemoSizes()
     if quick:
         sizes = DemoSizes(scenes=16, train_overrides=("trainer.max_epochs=3",), train_prompts=12,
