@@ -9,7 +9,7 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   if command -v apt-get >/dev/null 2>&1; then
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
-      || echo "warning: could not install chromium; the browser test will be skipped" >&2
+      || echo "warning: could not install chromium; the browser test fails under scripts/test.sh (IMGPREF_REQUIRE_ALL=0 skips it)" >&2
   fi
 fi
 

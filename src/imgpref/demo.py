@@ -4,8 +4,12 @@
    scorers, write scores + an HTML report;
 2. synthesise a DEAR-style rendering-preference set, train the tiny recipe on it, evaluate on the test split,
    score the test renderings with the trained scorer, HTML report;
-3. build a tiny diffusers pipeline, label on-policy pairs with a scorer as the reward, align it with
-   Diffusion-DPO (LoRA, reference = adapters off), and compare before/after on held-out prompts with the same seeds (grid PNG + HTML).
+3. load the procedural world's pretrained text-to-image model (`imgpref.world`: a StableDiffusionPipeline with
+   the world CLIP's text tower, committed weights), label on-policy pairs with the world CLIP as a zero-shot proxy
+   reward, align it with Diffusion-DPO (`configs/align/world_dpo.yaml`: LoRA, reference = adapters off), and
+   compare before/after on held-out prompts (half of them unseen colour x shape combinations) with the same seeds,
+   judged by the world's gold judge: metrics.json, report.html and grid.png (base | aligned, gold and proxy
+   scores under each image).
 
 The tiny parts run the same classes and code paths as the real recipes, only smaller.
 """
@@ -66,11 +70,6 @@ def bundled_photos(folder: Path) -> list[Path]:
 
 def run_demo(out: str | Path = "demo_out", *, quick: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run the three parts; returns (and writes to out/demo_summary.json) the key numbers."""
-    from imgpref.align.evaluate import evaluate_alignment
-    from imgpref.align.pairs import label_pairs
-    from imgpref.align.prompts import demo_prompts
-    from imgpref.align.tiny import save_tiny_pipeline
-    from imgpref.align.train import align
     from imgpref.data.synth import make_rendering_dataset
     from imgpref.eval.evaluate import evaluate
     from imgpref.eval.report import write_report
@@ -82,7 +81,7 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, log: Callable
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components" bars would bury the demo's own lines
     sizes = DemoSizes()
     if quick:
-        sizes = DemoSizes(scenes=16, train_overrides=("trainer.max_epochs=3",), train_prompts=12,
+        sizes = DemoSizes(scenes=24, train_overrides=("trainer.max_epochs=25", "optimizer.warmup_steps=5"), train_prompts=12,
                           heldout_prompts=4, pairs_per_prompt=3, align_steps=8, eval_seeds=2)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,32 +121,62 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, log: Callable
     }
     log(f"      test accuracy {metrics['accuracy']:.3f} (oracle {oracle:.3f}), ECE {metrics['ece']:.3f}")
 
-    # 3. align a diffusion model with a scorer as the reward --------------------------------------------------
-    log("[3/3] labelling pairs for a tiny diffusion pipeline and aligning it with Diffusion-DPO")
-    # Sampling settings of benchmarks/align_reward.py (DDIM 8 steps, no guidance): the tiny UNet is random, so
-    # what matters is that pairs, training and evaluation sample the same way.
-    sample = dict(num_inference_steps=8, guidance_scale=1.0, batch_size=16)
-    pipe_dir = save_tiny_pipeline(out / "tiny_pipeline")
-    train_prompts = demo_prompts(sizes.train_prompts)
-    heldout = demo_prompts(sizes.heldout_prompts, offset=sizes.train_prompts)  # disjoint from training
-    pairs = label_pairs(str(pipe_dir), train_prompts, "exposure", out / "pairs", n=sizes.pairs_per_prompt, **sample)
-    steps = {} if sizes.align_steps is None else {"trainer.max_steps": sizes.align_steps}
-    aligned = align(config_path("align", "tiny_dpo.yaml"), pairs.manifest, out / "aligned",
-                    pipeline=str(pipe_dir), **steps)
-    ev = evaluate_alignment(str(pipe_dir), aligned.export_dir, heldout, "exposure", out / "align_eval",
-                            seeds=sizes.eval_seeds, **sample)
-    summary["align"] = {"pairs": pairs.n_pairs, "ties_dropped": pairs.n_ties, "steps": aligned.steps,
-                        "win_rate": ev.win_rate, "win_rate_ci": [ev.ci_low, ev.ci_high],
-                        "mean_exposure_before": ev.mean_reward_base, "mean_exposure_after": ev.mean_reward_aligned,
-                        "files": ev.files}
-    log(f"      win rate of aligned over base on held-out prompts: {ev.win_rate:.2f} "
-        f"[{ev.ci_low:.2f}, {ev.ci_high:.2f}]")
+    # 3. align the world's pretrained text-to-image model, judged by the gold judge ------------------------------
+    log("[3/3] aligning the world's pretrained text-to-image model with Diffusion-DPO (gold judge + proxy)")
+    summary["align"] = world_alignment(out, sizes, log)
 
     summary["seconds"] = round(time.time() - t0, 1)
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     log(f"done in {summary['seconds']} s; open {out / 'scores.html'}, {out / 'reward_model_scores.html'} "
         f"and the files in {out / 'align_eval'}")
     return summary
+
+
+def world_alignment(out: Path, sizes: DemoSizes, log: Callable[[str], None] = print) -> dict:
+    """Step 3: pairs labelled by the proxy on the world base -> DPO -> gold + proxy evaluation on held-out prompts."""
+    import copy
+
+    from imgpref.align.evaluate import evaluate_alignment
+    from imgpref.align.pairs import label_pairs
+    from imgpref.align.train import align
+    from imgpref.scorers.registry import load_scorer
+    from imgpref.world.align_world import BaseSamples, compare_to_base, scored_grid, world_clip_scorer
+    from imgpref.world.base_model import SAMPLE_SETTINGS, save_world
+    from imgpref.world.gold_scorer import register_world_scorers
+    from imgpref.world.reward import world_prompts
+    from imgpref.world.store import load_world
+
+    register_world_scorers()
+    sample = {**SAMPLE_SETTINGS, "batch_size": 64}
+    pipe, clip = load_world()  # the committed pretrained base (seconds; `imgpref world pretrain` rebuilds it)
+    base_dir = save_world(pipe, clip, out / "world_base")
+    proxy, gold = world_clip_scorer(base_dir / "clip"), load_scorer("world-gold")
+    train_prompts = world_prompts(1, sizes.train_prompts, 0, 0)["train"]
+    heldout = world_prompts(0, 0, 0, sizes.heldout_prompts)["test"]  # half unseen colour x shape combos
+    pairs = label_pairs(pipe, train_prompts, [proxy], out / "pairs", n=sizes.pairs_per_prompt, **sample)
+    steps = {} if sizes.align_steps is None else {"trainer.max_steps": sizes.align_steps}
+    aligned = align(config_path("align", "world_dpo.yaml"), pairs.manifest, out / "aligned",
+                    pipe=copy.deepcopy(pipe), pipeline=str(base_dir / "pipeline"), **steps)
+    # Win rate on the gold utility (the proxy rides along at weight 0, so metrics.json has its win rate too).
+    ev = evaluate_alignment(pipe, aligned.export_dir, heldout, [gold, proxy], out / "align_eval", weights=[1.0, 0.0],
+                            seeds=sizes.eval_seeds, **sample)
+    base = BaseSamples(pipe, heldout[:8], seeds=1)
+    cmp = compare_to_base(base, aligned.export_dir, proxy)
+    scored_grid(base.gens.images, cmp["images"], base.prompts,
+                [("gold", base.gold["utility"], cmp["gold"]["utility"]),
+                 ("proxy", base.proxy(proxy), cmp["proxy_values"])]).save(out / "align_eval" / "grid.png")
+    fid = ev.per_scorer
+    names = list(fid)
+    result = {"pairs": pairs.n_pairs, "ties_dropped": pairs.n_ties, "steps": aligned.steps, "labeller": "world-clip",
+              "win_rate": ev.win_rate, "win_rate_ci": [ev.ci_low, ev.ci_high],
+              "proxy_win_rate": fid[names[1]]["win_rate"],
+              "gold_utility_before": fid[names[0]]["base_mean"], "gold_utility_after": fid[names[0]]["aligned_mean"],
+              "grid_gold_fidelity_before": float(base.gold["fidelity"].mean()),
+              "grid_gold_fidelity_after": float(cmp["gold"]["fidelity"].mean()), "files": ev.files}
+    log(f"      gold win rate of aligned over base on held-out prompts: {ev.win_rate:.2f} "
+        f"[{ev.ci_low:.2f}, {ev.ci_high:.2f}] (proxy: {result['proxy_win_rate']:.2f}); gold utility "
+        f"{result['gold_utility_before']:.3f} -> {result['gold_utility_after']:.3f}")
+    return result
 
 
 def _split_images(manifest: Path, split: str) -> set[str]:

@@ -126,3 +126,43 @@ def test_per_sample_mse_and_targets():
     a = vp.alphas_cumprod[t].view(-1, 1, 1, 1)
     # v = sqrt(a_t) * noise - sqrt(1 - a_t) * x0
     torch.testing.assert_close(diffusion_target(vp, lat, noise, t), a.sqrt() * noise - (1 - a).sqrt() * lat)
+
+
+def _mapo_reference(z):
+    """f(z) = z / (e^z - 1) and f'(z) = (e^z - 1 - z e^z) / (e^z - 1)^2 with 60-digit arithmetic (mpmath),
+    independent of the project's branches; f(0) = 1, f'(0) = -1/2 are the limits."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        z = mpmath.mpf(z)
+        if z == 0:
+            return 1.0, -0.5
+        em1 = mpmath.expm1(z)
+        return float(z / em1), float((em1 - z * mpmath.exp(z)) / em1**2)
+
+
+@pytest.mark.parametrize("s", [0.5, 1.0])
+def test_mapo_f_value_and_gradient_match_high_precision(s):
+    # near 0 (series below |z| < 1e-4, closed forms just above), moderate values, and far past exp's overflow
+    zs = [-60.0, -3.0, -1e-3, -1.5e-4, -9e-5, -3e-6, -1e-9, 0.0, 1e-9, 3e-6, 9e-5, 1.5e-4, 1e-3, 2.0, 40.0,
+          700.0, 800.0, 1e4]
+    x = torch.tensor([z / s for z in zs], dtype=torch.float64, requires_grad=True)
+    f = mapo_f(x, s)
+    f.sum().backward()
+    assert torch.isfinite(f).all() and torch.isfinite(x.grad).all()
+    for k, z in enumerate(zs):
+        want_f, want_df = _mapo_reference(z)
+        assert f[k].item() == pytest.approx(want_f, rel=1e-14, abs=1e-300), z
+        # d f(s x) / dx = s f'(z)
+        assert x.grad[k].item() == pytest.approx(s * want_df, rel=1e-12, abs=1e-300), z
+
+
+def test_mapo_loss_gradient_finite_for_huge_mse():
+    # s * MSE = 800 and 1e4 overflowed expm1 in the old form: the loss was right but the gradient NaN, which
+    # poisoned every pair of the batch
+    mse_w = torch.tensor([1600.0, 2e4, 0.01], dtype=torch.float64, requires_grad=True)
+    mse_l = torch.tensor([1700.0, 0.02, 2e4], dtype=torch.float64, requires_grad=True)
+    loss, _ = mapo_loss(mse_w, mse_l, beta=0.1, s=0.5, T=1000)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(mse_w.grad).all() and torch.isfinite(mse_l.grad).all()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -116,9 +117,13 @@ def test_label_pairs_writes_consistent_manifest(tiny_pipe, tmp_path):
                       num_inference_steps=2, guidance_scale=1.0, val_fraction=0.34, batch_size=4)
     gen = pd.read_csv(tmp_path / "generations.csv")
     assert len(gen) == 9 and list(gen["seed"]) == list(range(9))
-    # Rewards in generations.csv are recomputed here from the saved scores: z(red) + 0.5 * z(-blue).
-    expected = combine_rewards({"red": gen["score_red"].to_numpy(), "blue": gen["score_blue"].to_numpy()}, [1.0, 0.5])
-    np.testing.assert_allclose(gen["reward"].to_numpy(), expected, rtol=1e-6)
+    # Rewards in generations.csv, recomputed by hand from the saved scores: z(red) + 0.5 * z(-blue), z over all
+    # 9 images with the population standard deviation.
+    red_s, blue_s = gen["score_red"].to_numpy(), gen["score_blue"].to_numpy()
+    expected = [(r - red_s.mean()) / math.sqrt(((red_s - red_s.mean()) ** 2).mean())
+                + 0.5 * (b - blue_s.mean()) / math.sqrt(((blue_s - blue_s.mean()) ** 2).mean())
+                for r, b in zip(red_s, blue_s)]
+    np.testing.assert_allclose(gen["reward"].to_numpy(), expected, rtol=1e-6, atol=1e-9)
     # score_blue is the sign-adjusted reward: minus the mean blue channel of the saved image (PNG rounding).
     from PIL import Image
     img = np.asarray(Image.open(tmp_path / gen["path"][0]), dtype=np.float64) / 255.0

@@ -2,14 +2,12 @@
 import glob
 import os
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
-from PIL import Image
 
-from imgpref.align.train import align, load_config, parse_set, validate_config
+from imgpref.align.train import load_config, parse_set, validate_config
 
 torch.set_num_threads(2)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,15 +24,22 @@ def test_every_align_recipe_parses_and_validates():
         if "sd15" in f or "sdxl" in f:
             assert cfg["pipeline"] in ("stable-diffusion-v1-5/stable-diffusion-v1-5",
                                        "stabilityai/stable-diffusion-xl-base-1.0")
-        if cfg["model"]["method"] == "dpo":
-            assert cfg["model"]["beta"] == (1000.0 if "tiny" in f else 5000.0)
+        published = "sd15" in f or "sdxl" in f
+        if published and cfg["model"]["method"] == "dpo":
+            assert cfg["model"]["beta"] == 5000.0, f  # Diffusion-DPO's published beta (with the 0.5 factor)
+        elif published:
+            assert cfg["model"]["beta"] == 0.1 and cfg["model"]["mapo_s"] == 0.5, f  # MaPO's published values
         else:
-            # tiny_mapo: beta 10 (see its comments and benchmarks/align_reward.py), published 0.1 elsewhere
-            assert cfg["model"]["beta"] == (10.0 if "tiny" in f else 0.1) and cfg["model"]["mapo_s"] == 0.5
+            # tuned recipes (tiny, world, flow) state their beta explicitly in the file, never by default
+            with open(f) as fh:
+                assert "beta" in yaml.safe_load(fh)["model"], f
+            assert cfg["model"]["beta"] > 0, f
+        if os.path.basename(f) in ("tiny_dpo.yaml", "tiny_mapo.yaml"):
+            assert cfg["model"]["beta"] == (1000.0 if "dpo" in f else 10.0), f
 
 
 def test_unknown_keys_and_bad_values_are_named():
-    with pytest.raises(ValueError, match="'bta' \\(did you mean 'beta'\\?\\)"):
+    with pytest.raises(ValueError, match="model.bta: unknown key \\(did you mean 'beta'\\?\\)"):
         validate_config({"model": {"bta": 1.0}})
     with pytest.raises(ValueError, match="data.ties"):
         validate_config({"data": {"ties": "first"}})
@@ -45,25 +50,12 @@ def test_unknown_keys_and_bad_values_are_named():
         parse_set(["model.beta"])
 
 
-def _manifest(d):
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(4):
-        Image.fromarray((rng.random((40, 48, 3)) * 60 + 190).astype("uint8")).save(d / f"b{i}.png")
-        Image.fromarray((rng.random((48, 40, 3)) * 60).astype("uint8")).save(d / f"d{i}.png")
-        rows.append({"image_0": f"d{i}.png", "image_1": f"b{i}.png", "votes_0": 0, "votes_1": 1, "votes_tie": 0,
-                     "prompt": f"photo {i}"})
-    rows.append({"image_0": "b0.png", "image_1": "d0.png", "votes_0": 0, "votes_1": 0, "votes_tie": 1, "prompt": "t"})
-    pd.DataFrame(rows).to_csv(d / "m.csv", index=False)
-    return d / "m.csv"
-
-
-def test_tiny_recipe_trains_exports_logs_ties_and_resumes(tmp_path):
+def test_tiny_recipe_trains_exports_logs_ties_and_resumes(tmp_path, light_dark_pairs):
     from typer.testing import CliRunner
 
     from imgpref.cli import app
 
-    manifest = _manifest(tmp_path)
+    manifest = light_dark_pairs(tmp_path)  # 4 pairs (bright beats dark) + 1 tie, tests/conftest.py
     recipe = os.path.join(ROOT, "configs", "align", "tiny_dpo.yaml")
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["align", "--config", recipe, "--data", str(manifest), "--out", str(out),
@@ -78,10 +70,18 @@ def test_tiny_recipe_trains_exports_logs_ties_and_resumes(tmp_path):
     assert (out / "aligned" / "unet" / "config.json").is_file()  # full fine-tune (set above), like dpo_sd15
     metrics = pd.read_csv(out / "logs" / "metrics.csv")
     assert {"train/loss", "train/implicit_acc", "train/reward_margin", "train/prompt_dropout"} <= set(metrics.columns)
-    # A second call with the same folder resumes from checkpoints/last.ckpt and continues to the new max_steps.
-    r2 = align(recipe, manifest, out, **{"trainer.max_steps": 3, "checkpoint_every_n_steps": 1, "data.latents": None,
-                                         "data.batch_size": 2, "model.finetune": "full", "model.reference": "copy"})
-    assert r2.resumed_from and r2.resumed_from.endswith("last.ckpt") and r2.steps == 3
+    # The same folder again: refused without --resume (nothing touched); with --resume it continues from
+    # checkpoints/last.ckpt to the new max_steps.
+    more = ["--set", "trainer.max_steps=3", "--set", "checkpoint_every_n_steps=1", "--set", "data.latents=null",
+            "--set", "data.batch_size=2", "--set", "model.finetune=full", "--set", "model.reference=copy"]
+    args = ["align", "--config", recipe, "--data", str(manifest), "--out", str(out), *more]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "pass --resume" in refused.output
+    assert yaml.safe_load((out / "align_result.yaml").read_text())["steps"] == 2
+    res = CliRunner().invoke(app, [*args, "--resume"])
+    assert res.exit_code == 0, res.output
+    r2 = yaml.safe_load((out / "align_result.yaml").read_text())
+    assert r2["resumed_from"].endswith("last.ckpt") and r2["steps"] == 3
 
 
 def test_cli_training_needs_config_and_out():

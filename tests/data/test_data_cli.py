@@ -44,10 +44,36 @@ def test_convert_cli(tmp_path, save):
     df = pd.read_csv(out)
     assert df[["votes_0", "votes_1", "votes_tie"]].to_numpy().tolist() == [[1, 0, 1]]
     bad = runner.invoke(app, ["data", "convert", "--from", "flickr", str(src), "--out", str(out)])
-    assert bad.exit_code != 0
+    assert bad.exit_code == 2 and "flickr" in bad.output
 
 
 def test_convert_cli_user_error(tmp_path):
     result = runner.invoke(app, ["data", "convert", "--from", "hpdv2", str(tmp_path / "none"), "--out",
                                  str(tmp_path / "m.csv")])
-    assert result.exit_code == 1 and "HPDv2 source not found" in result.output
+    assert result.exit_code == 2 and "HPDv2 source not found" in result.output
+    assert result.output.strip().count("\n") == 0 and "Traceback" not in result.output
+
+
+def test_validate_missing_manifest_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["data", "validate", str(tmp_path / "none.csv")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: manifest not found: {tmp_path / 'none.csv'} (pass a .csv, .jsonl or .parquet file)"
+
+
+def test_synth_into_a_file_is_a_usage_error(tmp_path):
+    (tmp_path / "f").write_text("x")
+    result = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "f" / "s"), "--scenes", "1"])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and result.output.count("\n") == 1
+
+
+def test_rich_markup_in_paths_and_cells_prints_verbatim(tmp_path):
+    # a folder named "a[" holding "x]b.csv": the path contains "[/x]", which rich would parse as a closing tag
+    folder = tmp_path / "a["
+    folder.mkdir()
+    path = folder / "x]b.csv"
+    pd.DataFrame([{"image_0": "[bold]0.png", "image_1": "[/x]1.png", "votes_0": 1, "votes_1": 0,
+                   "votes_tie": 0}]).to_csv(path, index=False)
+    result = runner.invoke(app, ["data", "validate", str(path)])
+    assert result.exit_code == 1, result.output  # problems found (missing images), not a crash in rich
+    assert f"2 problem(s) in {path}" in result.output
+    assert "missing image file '[bold]0.png'" in result.output and "missing image file '[/x]1.png'" in result.output

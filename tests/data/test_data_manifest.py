@@ -166,3 +166,25 @@ def test_row_problem_str():
     text = str(RowProblem("m.csv", 4, "votes_0", "negative votes -1"))
     assert text == "m.csv: row 4, column 'votes_0': negative votes -1"
     assert str(RowProblem("m.csv", 0, "", "file not found")) == "m.csv: file: file not found"
+
+
+def test_vote_counts_beyond_int64_are_row_errors_not_overflows(tmp_path, images):
+    big = 2**63  # one more than int64 can hold
+    rows = [_row("img/0.png", "img/1.png"),
+            _row("img/1.png", "img/2.png", v0=str(big * 10**3)),      # 22 digits
+            _row("img/2.png", "img/3.png", v0=2**62, v1=2**62),       # each fits, the pair's total does not
+            _row("img/0.png", "img/3.png", v0=str(big - 1), v1=0, vt=0)]  # the int64 maximum itself is fine
+    csv = _write_csv(tmp_path / "m.csv", rows)
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in [_row(), _row("img/1.png", "img/2.png", vt=big)]) + "\n")
+    with pytest.raises(ManifestError) as info:
+        read_manifest(csv)
+    got = {(p.row, p.column) for p in info.value.problems}
+    assert got == {(2, "votes_0"), (3, "votes_0")}
+    assert all("int64" in p.reason for p in info.value.problems)
+    assert f"{csv}: row 2, column 'votes_0'" in str(info.value)
+    with pytest.raises(ManifestError) as info:
+        read_manifest(jsonl)
+    assert [(p.row, p.column) for p in info.value.problems] == [(2, "votes_tie")]
+    ok = read_manifest(_write_csv(tmp_path / "ok.csv", [rows[0], rows[3]]))
+    assert ok["votes_0"].tolist() == [3, big - 1]

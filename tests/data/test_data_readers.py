@@ -75,6 +75,32 @@ def test_dear_aggregated_with_images_folder(tmp_path, save):
     assert df["split"].tolist() == ["train", "test"] and df["group"].tolist() == ["s1", "s2"]
 
 
+def test_dear_column_synonyms_and_per_annotator(tmp_path, save):
+    # Crowdsourcing exports prefix columns (Toloka: INPUT:, OUTPUT:, ASSIGNMENT:; GOLDEN: holds control answers,
+    # not votes) and word the answers; 3 accepted votes on one pair by 2 workers -> summed 1/1/1, or 2 rows per
+    # annotator; the rejected assignment is no vote.
+    src = tmp_path / "dear"
+    _dear_images(src, save)
+    pd.DataFrame([
+        ("s1", "original", "expertA", "Left preferable", "", "w1", "APPROVED"),
+        ("s1", "expertA", "original", "Both equal", "left", "w1", "APPROVED"),
+        ("s1", "original", "expertA", "Right preferable", "", "w2", "SUBMITTED"),
+        ("s1", "original", "expertA", "Left preferable", "", "w3", "REJECTED"),
+    ], columns=["INPUT:scene", "INPUT:left", "INPUT:right", "OUTPUT:result", "GOLDEN:result",
+                "ASSIGNMENT:worker_id", "ASSIGNMENT:status"]).to_csv(src / "markup.tsv", sep="\t", index=False)
+    report = convert("dear", src / "markup.tsv", tmp_path / "sum.csv")
+    assert dict(report.skipped) == {"rejected assignment": 1}
+    assert _votes(read_manifest(tmp_path / "sum.csv")) == [[1, 1, 1]]
+    convert("dear", src / "markup.tsv", tmp_path / "each.csv", per_annotator=True)
+    df = read_manifest(tmp_path / "each.csv")
+    assert _votes(df) == [[1, 0, 1], [0, 1, 0]] and df["annotator"].tolist() == ["w1", "w2"]
+    assert df["group"].tolist() == ["s1", "s1"]
+    pd.DataFrame([("s1", "original", "expertA", "left")], columns=["scene", "left", "right", "choice"]).to_csv(
+        src / "votes.csv", index=False)
+    with pytest.raises(ValueError, match="annotator column"):
+        convert("dear", src, tmp_path / "m.csv", per_annotator=True)
+
+
 def test_dear_bad_layout_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="votes.csv"):
         convert("dear", tmp_path, tmp_path / "m.csv")
@@ -188,8 +214,28 @@ def test_hpdv2_train_and_test(tmp_path, save):
         ("t0.jpg", "t1.jpg"), ("t1.jpg", "t2.jpg"), ("t1.jpg", "t3.jpg"),
         ("e0.jpg", "e1.jpg"), ("e0.jpg", "e2.jpg"), ("e1.jpg", "e2.jpg")]
     assert _votes(df) == [[0, 1, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]
-    assert df["group"].tolist() == ["p1", "p2", "p2", "q", "q", "q"] == df["prompt"].tolist()
+    # group = the ranking entry (file stem : entry index); prompt keeps the text
+    assert df["group"].tolist() == ["train:0", "train:1", "train:1", "test:0", "test:0", "test:0"]
+    assert df["prompt"].tolist() == ["p1", "p2", "p2", "q", "q", "q"]
     assert df["split"].tolist() == ["train"] * 3 + ["test"] * 3
+
+
+def test_hpdv2_repeated_prompt_makes_two_groups(tmp_path, save):
+    # Two rankings of the same prompt over different images: 3 + 1 pairs, never a pair across the entries.
+    # (Grouped by prompt text, the hpd protocol would rank all 5 images together: 10 pairs, 6 never compared.)
+    src = tmp_path / "HPDv2"
+    for i in range(5):
+        save(src / "test" / f"e{i}.jpg", i)
+    test = [{"prompt": "same", "image_path": ["e0.jpg", "e1.jpg", "e2.jpg"], "rank": [1, 2, 3]},
+            {"prompt": "same", "image_path": ["e3.jpg", "e4.jpg"], "rank": [2, 1]}]
+    (src / "test.json").write_text(json.dumps(test))
+    convert("hpdv2", src, tmp_path / "m.csv")
+    df = read_manifest(tmp_path / "m.csv")
+    assert df["group"].tolist() == ["test:0", "test:0", "test:0", "test:1"]
+    assert df["prompt"].tolist() == ["same"] * 4
+    assert _votes(df) == [[1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0]]
+    pairs = set(zip(_names(df, "image_0"), _names(df, "image_1")))
+    assert pairs == {("e0.jpg", "e1.jpg"), ("e0.jpg", "e2.jpg"), ("e1.jpg", "e2.jpg"), ("e3.jpg", "e4.jpg")}
 
 
 # ------------------------------------------------------------------------------------------------- HPD v3

@@ -77,7 +77,8 @@ def solid(folder: Path, name: str, red: int) -> str:
 
 def write_manifest_csv(path: Path, rows: list[dict]) -> Path:
     cols = ["image_0", "image_1", "votes_0", "votes_1", "votes_tie", "prompt", "group", "split"]
-    pd.DataFrame(rows).reindex(columns=cols).fillna("").to_csv(path, index=False)
+    # object dtype first: filling a float column with "" is deprecated in pandas (Pandas4Warning)
+    pd.DataFrame(rows).reindex(columns=cols).astype(object).fillna("").to_csv(path, index=False)
     return path
 
 

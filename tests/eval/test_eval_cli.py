@@ -35,7 +35,7 @@ def test_eval_cli_writes_metrics(manifest, tmp_path, kit, monkeypatch):
     monkeypatch.setattr(evaluate_mod, "load_scorer", lambda spec: seen.append(spec) or kit.make_scorer())
     out = tmp_path / "res" / "metrics.json"
     res = CliRunner().invoke(app, ["eval", "--scorer", "tiny-red", "--data", str(manifest), "--out", str(out),
-                                   "--bootstrap", "100"])
+                                   "--n-boot", "100"])
     assert res.exit_code == 0, res.output
     assert seen == ["tiny-red"]
     m = json.loads(out.read_text())

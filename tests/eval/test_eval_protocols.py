@@ -1,9 +1,16 @@
 """Hand-worked examples of the Pick-a-Pic, HPD v2 and ImageReward protocols (REFERENCE.md)."""
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from imgpref.eval import protocols as P
+
+FIXTURES = Path(__file__).parents[1] / "data" / "fixtures"
 
 
 def test_pickapic_threshold_tuning_and_accuracy():
@@ -84,3 +91,71 @@ def test_imagereward_pooled_vs_per_prompt():
 def test_labels_from_votes():
     assert P.labels_from_votes([[1, 0, 0], [0, 1, 0], [0, 0, 1], [3, 3, 5], [10, 9, 6]]).tolist() == [
         0, 1, 0.5, 0.5, 0]
+
+
+# Published files through `data convert` and `evaluate` ---------------------------------------------------------
+
+
+def _solid(path: Path, red: int) -> None:
+    """A lossless solid image: the conftest scorer gives it red / 255, so the score order is the order of `red`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (6, 6), (red, 40, 80)).save(path, lossless=True)
+
+
+def _thudm_accuracy(entries: list[dict], rewards: list[list[float]]) -> float:
+    """THUDM/ImageReward test.py `acc`, written independently: pooled over pairs; human ties skipped; a model
+    tie is wrong; ranking 1 = best."""
+    total = correct = 0.0
+    for entry, reward in zip(entries, rewards):
+        rank = entry["ranking"]
+        for i in range(len(rank)):
+            for j in range(i + 1, len(rank)):
+                if rank[i] == rank[j]:
+                    continue
+                total += 1
+                better, worse = (i, j) if rank[i] < rank[j] else (j, i)
+                correct += reward[better] > reward[worse]
+    return correct / total
+
+
+def test_imagereward_protocol_reproduces_thudm_accuracy(tmp_path, red_scorer):
+    from imgpref.data.readers import convert
+    from imgpref.eval.evaluate import evaluate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(FIXTURES / "imagereward" / "test.json", data / "test.json")
+    entries = json.loads((data / "test.json").read_text())
+    # a fixed score list with model ties inside rankings (entry 1: 90/90; entry 4: 30/30 on a human tie)
+    rewards = [[200, 90, 120, 60], [90, 90, 10, 250], [5, 6, 7, 8], [140, 141, 20, 19],
+               [30, 250, 30, 100, 101, 99], [70, 60, 180, 75]]
+    for entry, reds in zip(entries, rewards):
+        for gen, red in zip(entry["generations"], reds):
+            _solid(data / "test_images" / gen, red)
+    convert("imagereward", data / "test.json", tmp_path / "ir.csv")
+    metrics = evaluate(red_scorer, tmp_path / "ir.csv", split="test", protocol="imagereward", n_resamples=10)
+    expected = _thudm_accuracy(entries, rewards)
+    assert metrics["accuracy"] == expected  # to the last digit
+    assert metrics["n_pairs"] == 43 and metrics["n_human_ties"] == 2 and metrics["n_groups"] == 6
+    assert expected == pytest.approx(20 / 43)  # worked by hand: 4 + 2 + 0 + 4 + 5 + 5 correct of 43
+
+
+def test_hpd_protocol_groups_by_ranking_entry_not_prompt(tmp_path, red_scorer):
+    # Two HPD v2 rankings of the same prompt over different images.
+    #   entry 0: ranks (1, 2, 3), scores (200, 100, 150): (1,2) inverted, others agree -> 1 - 1/3 = 2/3
+    #   entry 1: ranks (2, 1),    scores (50, 60): agree -> 1
+    # mean over the 2 rankings = 5/6 over 3 + 1 = 4 judged pairs. Grouped by prompt text the 5 images would form
+    # one ranking of 10 pairs, 6 of which nobody compared.
+    from imgpref.data.readers import convert
+    from imgpref.eval.evaluate import evaluate
+
+    src = tmp_path / "HPDv2"
+    for name, red in (("e0.png", 200), ("e1.png", 100), ("e2.png", 150), ("e3.png", 50), ("e4.png", 60)):
+        _solid(src / "test" / name, red)
+    test = [{"prompt": "same", "image_path": ["e0.png", "e1.png", "e2.png"], "rank": [1, 2, 3]},
+            {"prompt": "same", "image_path": ["e3.png", "e4.png"], "rank": [2, 1]}]
+    (src / "test.json").write_text(json.dumps(test))
+    convert("hpdv2", src, tmp_path / "hpd.csv")
+    metrics = evaluate(red_scorer, tmp_path / "hpd.csv", split="test", protocol="hpd", n_resamples=10)
+    assert metrics["n_groups"] == 2 and metrics["n_pairs"] == 4 and metrics["n_incomplete_groups"] == 0
+    assert metrics["accuracy"] == pytest.approx(5 / 6)

@@ -161,7 +161,6 @@ def _check_result(r):
 
 
 def test_compare_folders_end_to_end(two_folders):
-    pytest.importorskip("imgpref.scorers.score_paths")
     a, b = two_folders
     r = compare_folders(a, b, ["colorfulness", "noise"], n_boot=300, progress=False, num_workers=0)
     _check_result(r)
@@ -172,7 +171,6 @@ def test_compare_folders_end_to_end(two_folders):
 
 
 def test_cli_compare_writes_table_and_report(two_folders, tmp_path):
-    pytest.importorskip("imgpref.scorers.score_paths")
     from typer.testing import CliRunner
 
     from imgpref.cli import app

@@ -1,7 +1,7 @@
 """The HTML report renders in headless Chromium: images decoded, histogram drawn, failures listed, nothing fetched.
 
-Needs the Debian packages `chromium` and `chromium-driver` (installed by `.ci/run`); skipped only when they are
-absent. Screenshots are saved under the test's tmp dir (report.png, compare.png).
+Needs the Debian packages `chromium` and `chromium-driver` (installed by scripts/setup.sh); skipped when they are
+absent, except under IMGPREF_REQUIRE_ALL=1 (scripts/test.sh, CI), where that skip fails (tests/conftest.py). Screenshots are saved under the test's tmp dir (report.png, compare.png).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ CHROMEDRIVER = _find("/usr/bin/chromedriver", "chromedriver")
 def browser(tmp_path_factory):
     if CHROMIUM is None or CHROMEDRIVER is None:
         pytest.skip("headless Chromium not installed: needs /usr/bin/chromium and /usr/bin/chromedriver "
-                    "(Debian packages chromium, chromium-driver; .ci/run installs them)")
+                    "(Debian packages chromium, chromium-driver; scripts/setup.sh installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -24,7 +24,7 @@ def table():
 def test_round_trip(tmp_path, table, suffix):
     out = write_scores(table, tmp_path / f"t{suffix}")
     back = read_scores(out)
-    assert list(back.columns) == ["path", "scorer", "score", "prompt", "error"]
+    assert list(back.columns) == ["path", "scorer", "score", "prompt", "error", "abs_path", "file_id", "fingerprint"]
     assert list(back["prompt"]) == ["NA", None, 'quotes " and, commas\nand a newline', "null"]
     assert list(back["error"]) == [None, "truncated or corrupt file", None, None]
     assert back["score"].iloc[0] == 1.5 and math.isnan(back["score"].iloc[1]) and back["score"].iloc[2] == -2.25e-7

@@ -38,15 +38,33 @@ def test_presets_listed():
     assert set(MEASURES) <= set(list_scorers())
 
 
+def _working_image(im: Image.Image, size: int = 256) -> np.ndarray:
+    """The documented working image, by hand: short side to `size` (PIL bicubic), centre crop, [0, 1]."""
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float64) / 255.0
+
+
 @pytest.mark.parametrize("name", MEASURES)
 def test_measure_matches_skimage(astronaut, name):
     scorer = load_scorer(name)
-    bb = scorer.backbone
-    working = bb.preprocess(astronaut)
-    assert working.shape == (3, 256, 256)
-    expected = _numpy_measures(working.permute(1, 2, 0).double().numpy())[name]
+    working = _working_image(astronaut)
+    np.testing.assert_allclose(scorer.backbone.preprocess(astronaut).permute(1, 2, 0).numpy(), working, atol=1e-6)
+    expected = _numpy_measures(working)[name]
     got = float(scorer.score([astronaut])[0])
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
+def test_transparent_images_are_composited_over_white(astronaut):
+    """The Python API treats alpha as the file loader does (over white), not by dropping it."""
+    rgba = astronaut.convert("RGBA")
+    rgba.putalpha(0)  # fully transparent: a white image
+    scorer = load_scorer("contrast", size=32)
+    assert float(scorer.score([rgba])[0]) == pytest.approx(0.0, abs=1e-12)
+    assert float(scorer.score([astronaut])[0]) > 0.1
 
 
 def test_all_measures_one_pass_and_float64_exact(astronaut):

@@ -13,11 +13,20 @@ from imgpref.scorers.registry import load_scorer, load_scorers
 TINY = "imgpref-tiny-vit"
 
 
+def score_tolerance(reference: torch.Tensor) -> dict:
+    """assert_close tolerances for fp32 scores: rtol 1e-5 relative to the scores' magnitude (a 100 * cos score
+    differs by ~1e-5 between batched and single passes; an absolute 1e-6 would only hold for scores near 1)."""
+    scale = max(1.0, float(reference.detach().abs().max())) if reference.numel() else 1.0
+    return {"rtol": 1e-5, "atol": 1e-5 * scale}
+
+
 def test_groups_and_one_pass_per_backbone(ckpts, images, prompts, monkeypatch):
     scorers = load_scorers(["hpsv2", "exposure", "colorfulness", "noise"],
                            weights={"hpsv2": ckpts["hpsv2"]}, arch=TINY)
     groups = backbone_groups(scorers)
-    assert list(groups) == ["hpsv2:imgpref-tiny-vit", "pixels-256"]
+    # local weights: the group key is the backbone key with the digest of those weights
+    assert [k.split("#w")[0] for k in groups] == ["hpsv2:imgpref-tiny-vit", "pixels-256"]
+    assert list(groups)[0] == scorers[0].backbone.key
     assert [s.name for s in groups["pixels-256"]] == ["exposure", "colorfulness", "noise"]
     singles = {s.name: s.score(images, prompts if s.needs_prompt else None) for s in scorers}
 
@@ -39,7 +48,8 @@ def test_groups_and_one_pass_per_backbone(ckpts, images, prompts, monkeypatch):
     got = score_with_shared_backbones(scorers, pixels, prompts)
     assert calls == {"img": 2, "txt": 1}
     for name, want in singles.items():
-        torch.testing.assert_close(got[name], want, atol=1e-6, rtol=1e-6)
+        # batched vs single passes differ by fp32 rounding on the score's own scale (100 * cos for hpsv2)
+        torch.testing.assert_close(got[name], want, **score_tolerance(want))
 
 
 def test_precomputed_embeddings_skip_image_tower(images):

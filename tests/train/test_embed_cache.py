@@ -184,3 +184,31 @@ def test_attach_features_with_a_broken_image(backbone, tmp_path):
     assert bool(torch.isfinite(dm.features).all())
     for b in dm.train_dataloader():
         assert bool(torch.isfinite(b["emb"]).all())
+
+
+def test_text_table_embeds_the_scorers_caption_prefix(backbone):
+    # CLIPScore's reference embeds "A photo depicts " + caption; cached head training must embed the same text
+    # as `Scorer.embed_texts` does at scoring time, while rows stay keyed by the plain prompt
+    prompts = ["a red car", "a dog"]
+    table = EmbeddingTable.build_texts(backbone, prompts, prompt_texts=lambda ps: ["A photo depicts " + p for p in ps])
+    with torch.no_grad():
+        want = backbone.embed_texts(["A photo depicts a red car", "A photo depicts a dog"]).float()
+        plain = backbone.embed_texts(prompts).float()
+    got = table.gather(prompts)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(got, plain, atol=1e-4)
+
+
+def test_image_table_decodes_at_full_size_like_score(backbone, tmp_path):
+    # a large JPEG: reduced-size (draft) decoding would change the model input; training embeds what
+    # `imgpref score` embeds by default, i.e. the full-size decode
+    from skimage import data
+
+    p = tmp_path / "big.jpg"
+    Image.fromarray(data.astronaut()).resize((1024, 1024)).save(p, quality=92)
+    table = EmbeddingTable.build(backbone, [p])
+    with Image.open(p) as im:
+        x = backbone.preprocess(im.convert("RGB")).unsqueeze(0)
+    with torch.no_grad():
+        want = backbone.embed_images(x).float()
+    torch.testing.assert_close(table.emb, want, rtol=1e-5, atol=1e-6)

@@ -40,8 +40,9 @@ def test_missing_recipe_and_unknown_section_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_recipe(tmp_path / "nope.yaml")
     (tmp_path / "m.csv").write_text("image_0\n")
-    with pytest.raises(ValueError, match="unknown recipe section"):
+    with pytest.raises(ValueError, match=r"^trainr: unknown key \(did you mean 'trainer'\?\)$"):
         train({"trainr": {}}, tmp_path / "m.csv", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("name,arch,mode,loss", [

@@ -72,6 +72,8 @@ def detect_aligned_format(aligned: str | os.PathLike) -> tuple[str, Path]:
             return "pipeline", d
         if (d / "unet" / "config.json").is_file():
             return "unet", d / "unet"
+        if (d / "transformer" / "config.json").is_file():  # a fully fine-tuned SD3 / FLUX transformer
+            return "transformer", d / "transformer"
         if (d / "config.json").is_file() and any(d.glob("diffusion_pytorch_model*")):
             return "unet", d
     raise FileNotFoundError(
@@ -90,7 +92,11 @@ def load_aligned(aligned: Any, base: Any, *, device: str | None = None) -> Any:
         return load_pipeline(str(d), device=device)
     pipe = copy.deepcopy(base)
     if kind == "lora":
-        pipe.load_lora_weights(str(d))
+        # weight_name: diffusers 0.34 refuses a folder without it when HF_HUB_OFFLINE is set
+        pipe.load_lora_weights(str(d), weight_name=LORA_FILE)
+    elif kind == "transformer":
+        net = type(pipe.transformer).from_pretrained(str(d), torch_dtype=pipe.transformer.dtype)
+        pipe.register_modules(transformer=net.to(pipe.transformer.device))
     else:
         from diffusers import UNet2DConditionModel
 
@@ -164,7 +170,10 @@ td,th{{border:1px solid #ccc;padding:4px;text-align:center}} img{{image-renderin
 {''.join(rows)}
 </table></body></html>
 """
-    path.write_text(page, encoding="utf-8")
+    from imgpref.atomic import atomic_write
+
+    with atomic_write(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------------ the protocol
@@ -270,5 +279,8 @@ def evaluate_alignment(
         write_html(out / "report.html", result, gb, ga, rb, ra)
         per_image = [{"prompt": gb.prompts[j], "seed": gb.seeds[j], "reward_base": float(rb[j]),
                       "reward_aligned": float(ra[j])} for j in range(n)]
-        (out / "metrics.json").write_text(json.dumps({**asdict(result), "comparisons": per_image}, indent=2))
+        from imgpref.atomic import atomic_write
+
+        with atomic_write(out / "metrics.json") as tmp:
+            tmp.write_text(json.dumps({**asdict(result), "comparisons": per_image}, indent=2))
     return result

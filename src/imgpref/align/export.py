@@ -1,8 +1,9 @@
-"""Export of an aligned UNet in the formats plain diffusers reads, and loading it back onto its base pipeline.
+"""Export of an aligned UNet or flow transformer in the formats plain diffusers reads, and loading it back.
 
-LoRA: `DIR/pytorch_lora_weights.safetensors` (diffusers key format, adapter config as metadata), loadable with
-`pipe.load_lora_weights(DIR)`. Full fine-tune: `DIR/unet/` via `save_pretrained`, loadable with
-`UNet2DConditionModel.from_pretrained(DIR, subfolder="unet")`. Both also get `DIR/imgpref_align.yaml` naming the
+LoRA: `DIR/pytorch_lora_weights.safetensors` (diffusers key format, adapter config as metadata; keys prefixed
+`unet.` for SD1.5 / SDXL and `transformer.` for SD3 / FLUX), loadable with `pipe.load_lora_weights(DIR)`.
+Full fine-tune: `DIR/unet/` (or `DIR/transformer/`) via `save_pretrained`, loadable with
+`UNet2DConditionModel.from_pretrained(DIR, subfolder="unet")` (or the transformer class, subfolder "transformer"). Both also get `DIR/imgpref_align.yaml` naming the
 base pipeline, so `load_aligned_pipeline(DIR)` can rebuild the whole thing.
 """
 from __future__ import annotations
@@ -27,8 +28,9 @@ def export_aligned(module, out_dir: str | os.PathLike, *, use_ema: bool = True, 
         "format": "lora" if module.lora_config is not None else "full",
         "base_pipeline": str(hp.get("pipeline")),
         "base_seed": int(hp.get("seed", 0)),
-        "prediction_type": module.noise_scheduler.config.prediction_type,
+        "prediction_type": module.noise_scheduler.config.get("prediction_type"),
         "sdxl": bool(module.sdxl),
+        "flow": module.flow,
         "method": module.method,
         "beta": module.beta,
         "ema": bool(use_ema and module._ema is not None),
@@ -40,24 +42,30 @@ def export_aligned(module, out_dir: str | os.PathLike, *, use_ema: bool = True, 
         if module.lora_config is not None:
             _save_lora(module, out)
         else:
-            module.unet.save_pretrained(out / "unet", safe_serialization=True)
+            module.denoiser.save_pretrained(out / ("transformer" if module.flow else "unet"), safe_serialization=True)
     with atomic_write(out / ALIGN_META) as tmp:
         tmp.write_text(yaml.safe_dump(meta, sort_keys=False))
     return out
 
 
 def _save_lora(module, out: Path) -> None:
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
     from peft.utils import get_peft_model_state_dict
 
     # Saved in peft's own key format (lora_A / lora_B), which `load_lora_weights` reads as is. Converting with
     # `convert_state_dict_to_diffusers` renames only the attention projections (to_q.lora.down, ...) and leaves
     # conv / ff / proj targets as lora_A / lora_B; diffusers 0.42 then loads only half of such a mixed file.
-    state = get_peft_model_state_dict(module.unet)
+    net = module.denoiser
+    state = get_peft_model_state_dict(net)
     state = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
     # The adapter config travels as metadata so lora_alpha != rank is restored exactly on load.
-    meta = module.unet.peft_config["default"].to_dict()
+    meta = net.peft_config["default"].to_dict()
     meta = {k: (sorted(v) if isinstance(v, set) else v) for k, v in meta.items()}
+    if module.flow:
+        cls = FluxPipeline if module.flow == "flux" else StableDiffusion3Pipeline
+        cls.save_lora_weights(out, transformer_lora_layers=state, safe_serialization=True,
+                              transformer_lora_adapter_metadata=meta)
+        return
     cls = StableDiffusionXLPipeline if module.sdxl else StableDiffusionPipeline
     cls.save_lora_weights(out, unet_lora_layers=state, safe_serialization=True, unet_lora_adapter_metadata=meta)
 
@@ -72,7 +80,7 @@ def resolve_aligned_dir(aligned_dir: str | os.PathLike) -> Path:
     """Accept either the export folder itself or an `imgpref align` run folder holding `aligned/`."""
     d = Path(aligned_dir)
     for cand in (d, d / "aligned"):
-        if (cand / LORA_FILE).is_file() or (cand / "unet" / "config.json").is_file():
+        if any((cand / f).is_file() for f in (LORA_FILE, "unet/config.json", "transformer/config.json")):
             return cand
     raise FileNotFoundError(
         f"{d} holds no aligned weights ({LORA_FILE} or unet/config.json); give the folder written by "
@@ -99,7 +107,12 @@ def load_aligned_pipeline(aligned_dir: str | os.PathLike, base: Any = None, *, t
         prediction_type=meta.get("prediction_type"),
     )
     if (d / LORA_FILE).is_file():
-        pipe.load_lora_weights(str(d))
+        # weight_name: diffusers 0.34 refuses a folder without it when HF_HUB_OFFLINE is set
+        pipe.load_lora_weights(str(d), weight_name=LORA_FILE)
+    elif (d / "transformer" / "config.json").is_file():
+        cls = type(pipe.transformer)
+        net = cls.from_pretrained(str(d), subfolder="transformer", torch_dtype=pipe.transformer.dtype)
+        pipe.register_modules(transformer=net.to(pipe.transformer.device))
     else:
         from diffusers import UNet2DConditionModel
 

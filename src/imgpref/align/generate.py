@@ -29,11 +29,11 @@ def load_pipeline(pipeline: Any, *, device: str | torch.device | None = None, dt
     """A diffusers pipeline object as is, or a spec loaded offline by `imgpref.align.pipeline_io.load_pipeline`:
     a folder written by `save_pretrained`, "tiny" / "tiny-sdxl" (built in code), or a cached hub id."""
     if isinstance(pipeline, (str, Path)):
-        from imgpref.align.pipeline_io import TINY_SPECS
+        from imgpref.align.pipeline_io import TINY_FLOW_SPECS, TINY_SPECS
         from imgpref.align.pipeline_io import load_pipeline as _load
 
         spec = str(pipeline)
-        if spec not in TINY_SPECS and (Path(spec).exists() and not (Path(spec) / "model_index.json").is_file()):
+        if spec not in TINY_SPECS and spec not in TINY_FLOW_SPECS and (Path(spec).exists() and not (Path(spec) / "model_index.json").is_file()):
             raise FileNotFoundError(
                 f"pipeline folder {spec!r} has no model_index.json; pass a diffusers pipeline folder "
                 "(written by save_pretrained or imgpref.align.tiny.save_tiny_pipeline) or 'tiny'"
@@ -49,16 +49,35 @@ def _pipeline_device(pipeline: Any) -> torch.device:
     return torch.device(dev) if dev is not None else torch.device("cpu")
 
 
+def denoiser_of(pipeline: Any) -> Any:
+    """The pipeline's UNet, or its transformer (SD3 / FLUX)."""
+    net = getattr(pipeline, "unet", None)
+    return net if net is not None else pipeline.transformer
+
+
 def latent_shape(pipeline: Any, height: int | None, width: int | None) -> tuple[int, int, int, int]:
-    """(height, width, latent channels, vae scale factor) with the pipeline's defaults filled in."""
+    """(height, width, latent channels, vae scale factor) with the pipeline's defaults filled in.
+
+    FLUX: the channels are the VAE's (its transformer sees them packed 2x2) and height/width must be multiples
+    of twice the VAE scale factor."""
+    from imgpref.align.flow import flow_kind
+
     scale = int(getattr(pipeline, "vae_scale_factor", 8))
-    sample = pipeline.unet.config.sample_size
+    kind = flow_kind(pipeline)
+    sample = getattr(denoiser_of(pipeline).config, "sample_size", None)
+    if sample is None or kind == "flux":
+        sample = getattr(pipeline, "default_sample_size", 128)
     sample = sample[0] if isinstance(sample, (list, tuple)) else sample
     height = int(height or sample * scale)
     width = int(width or sample * scale)
-    if height % scale or width % scale:
-        raise ValueError(f"height/width ({height}x{width}) must be multiples of the VAE scale factor {scale}")
-    return height, width, int(pipeline.unet.config.in_channels), scale
+    mult = scale * 2 if kind == "flux" else scale
+    if height % mult or width % mult:
+        raise ValueError(f"height/width ({height}x{width}) must be multiples of {mult} for this pipeline")
+    if kind == "flux":
+        channels = int(pipeline.vae.config.latent_channels)
+    else:
+        channels = int(denoiser_of(pipeline).config.in_channels)
+    return height, width, channels, scale
 
 
 @dataclass
@@ -107,7 +126,10 @@ def generate_images(
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     height, width, channels, scale = latent_shape(pipeline, height, width)
     device = _pipeline_device(pipeline)
-    dtype = pipeline.unet.dtype
+    dtype = denoiser_of(pipeline).dtype
+    from imgpref.align.flow import flow_kind, pack_latents, unpack_latents
+
+    flux = flow_kind(pipeline) == "flux"
 
     jobs = [(i, k, image_seed(base_seed, i, k, n)) for i in range(len(prompts)) for k in range(n)]
     if hasattr(pipeline, "set_progress_bar_config"):
@@ -127,6 +149,8 @@ def generate_images(
         latents = torch.cat(
             [torch.randn((1, channels, height // scale, width // scale), generator=g, dtype=torch.float32) for g in gens]
         ).to(device=device, dtype=dtype)
+        if flux:  # FluxPipeline takes its initial latents packed 2x2
+            latents = pack_latents(latents)
         kwargs: dict[str, Any] = {}
         if negative_prompt is not None:
             kwargs["negative_prompt"] = [negative_prompt] * len(chunk)
@@ -142,6 +166,8 @@ def generate_images(
             **kwargs,
         )
         final = result.images
+        if flux:  # back to [B, C, h, w]: the latents file and training use unpacked latents
+            final = unpack_latents(final, height // scale, width // scale)
         out_lat.append(final.detach().float().cpu())
         out.append(decode_latents(pipeline, final).cpu())
     return Generations(
@@ -167,8 +193,9 @@ def generate_images(
 def decode_latents(pipeline: Any, latents: Tensor) -> Tensor:
     """Final latents (as the pipeline returns with output_type="latent") -> float images [B, 3, H, W] in [0, 1].
 
-    The same decode as the SD / SDXL pipelines: undo the VAE's latent scaling (and mean/std when the VAE
-    declares them), decode (in float32 when the VAE asks to be upcast), map [-1, 1] to [0, 1].
+    The same decode as the SD / SDXL / SD3 / FLUX pipelines: undo the VAE's latent scaling (and mean/std, or the
+    shift factor, when the VAE declares them), decode (in float32 when the VAE asks to be upcast), map [-1, 1] to
+    [0, 1]. FLUX latents are given unpacked ([B, C, h, w]).
     """
     vae = pipeline.vae
     dtype = vae.dtype
@@ -182,7 +209,7 @@ def decode_latents(pipeline: Any, latents: Tensor) -> Tensor:
         s = torch.tensor(std, device=z.device, dtype=z.dtype).view(1, -1, 1, 1)
         z = z * s / vae.config.scaling_factor + m
     else:
-        z = z / vae.config.scaling_factor
+        z = z / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0.0)
     image = vae.decode(z, return_dict=False)[0]
     return (image.float() / 2 + 0.5).clamp(0, 1)
 

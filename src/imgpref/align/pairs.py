@@ -12,6 +12,11 @@ several; lower-is-better scorers negated), and writes, in `out`:
   `imgpref.align.latent_pairs`);
 - `pairs.json`: counts (pairs, ties, pairs under the margin) and every setting, for the record.
 
+With `lists=True` (`imgpref align pairs --lists`, for RankDPO) all K images of a prompt are kept with their gains
+(`imgpref.align.lists.win_rate_gains`: win rate over scorers and images, strict wins): `generations.csv` gets a
+`gain` column and `manifest.csv` holds every pair of the prompt's images with `gain_0` / `gain_1` (equal gains as
+0/0/1 tie rows; data_cards/align_lists.md).
+
 Ties (exactly equal rewards) are never given to a side: they are counted and dropped, or written as 0/0/1 rows
 with `keep_ties=True`. Pairs whose reward difference is below `min_margin` are counted and dropped.
 """
@@ -36,6 +41,7 @@ from imgpref.align.generate import (
 )
 from imgpref.align.latent_pairs import save_latents
 from imgpref.align.rewards import combine_rewards, resolve_scorers, resolve_weights, score_images
+from imgpref.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +164,12 @@ def label_pairs(
     device: str | None = None,
     score_batch_size: int = 64,
     progress: bool = False,
+    lists: bool = False,
 ) -> PairsReport:
     """Generate `n` images per prompt, score them, write pairs as a canonical manifest (module doc)."""
+    if lists and (min_margin or keep_ties or mode != "best-worst"):
+        raise ValueError("--lists keeps every image of a prompt with its gain; --mode, --min-margin and --keep-ties "
+                         "do not apply to it (leave them at their defaults)")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     if n < 2:
@@ -189,12 +199,27 @@ def label_pairs(
     )
     for name, vals in per_scorer.items():
         gen_df[f"score_{name}"] = vals
-    gen_df.to_csv(out / "generations.csv", index=False)
+    if lists:
+        from imgpref.align.lists import GAIN_COLUMNS, list_manifest_rows, win_rate_gains
+
+        per = np.stack([np.asarray(v, dtype=np.float64) for v in per_scorer.values()])  # [n_scorers, N]
+        gen_df["gain"] = np.concatenate([win_rate_gains(per[:, i * n:(i + 1) * n]) for i in range(len(prompts))])
+    with atomic_write(out / "generations.csv") as tmp:
+        gen_df.to_csv(tmp, index=False)
 
     rows = []
     total = PairCounts()
     kept_ties = 0
-    for i, prompt in enumerate(prompts):
+    for i, prompt in enumerate(prompts if lists else []):
+        sl = slice(i * n, (i + 1) * n)
+        part = list_manifest_rows(rel_paths[sl], gen_df["gain"].to_numpy()[sl].tolist(), prompt, f"prompt{i:05d}",
+                                  "val" if i in val else "train")
+        ties = sum(r["votes_tie"] for r in part)
+        total.pairs += len(part) - ties
+        total.ties += ties
+        kept_ties += ties
+        rows += part
+    for i, prompt in enumerate([] if lists else prompts):
         idx = np.arange(i * n, (i + 1) * n)  # generations are ordered prompt-major, k-minor
         choices, counts = choose_pairs(reward[idx], mode, min_margin)
         total.pairs += counts.pairs
@@ -209,17 +234,19 @@ def label_pairs(
                 "votes_0": 0 if c.tie else 1, "votes_1": 0, "votes_tie": 1 if c.tie else 0,
                 "prompt": prompt, "group": f"prompt{i:05d}", "annotator": "", "split": "val" if i in val else "train",
             })
-    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
-    manifest.to_csv(out / "manifest.csv", index=False)
-    if total.ties:
+    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS) + (list(GAIN_COLUMNS) if lists else []))
+    with atomic_write(out / "manifest.csv") as tmp:
+        manifest.to_csv(tmp, index=False)
+    if total.ties and not lists:
         log.warning("%d tied pairs (equal rewards) %s", total.ties, "kept as ties" if keep_ties else "dropped")
 
     report = PairsReport(
         out=str(out), manifest=str(out / "manifest.csv"), generations=str(out / "generations.csv"),
         n_prompts=len(prompts), n_images=len(gens), n_pairs=total.pairs, n_ties=total.ties, n_ties_kept=kept_ties,
         n_below_margin=total.below_margin, n_val_prompts=len(val), scorers=list(per_scorer), weights=[float(x) for x in w],
-        mode=mode, min_margin=float(min_margin),
+        mode="lists" if lists else mode, min_margin=float(min_margin),
     )
-    (out / "pairs.json").write_text(json.dumps({**asdict(report), "generation": gens.settings}, indent=2))
+    with atomic_write(out / "pairs.json") as tmp:
+        tmp.write_text(json.dumps({**asdict(report), "generation": gens.settings}, indent=2))
     log.info(report.summary())
     return report

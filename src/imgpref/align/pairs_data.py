@@ -214,6 +214,8 @@ class PreferencePairDataModule(L.LightningDataModule):
     split: which rows train on ("auto": see `select_split`); val_split: rows for validation (None: none).
     latents: None (VAE-encode the images) or "auto" / a file of cached latents written by `imgpref align pairs`
     (`imgpref.align.latent_pairs`): exact on-policy latents, no VAE encode.
+    lists: read the manifest as ranked lists (`imgpref.align.lists`, written by `imgpref align pairs --lists`) and
+    yield list batches for RankDPO (model.method: rankdpo) instead of pairs.
     """
 
     def __init__(
@@ -229,8 +231,10 @@ class PreferencePairDataModule(L.LightningDataModule):
         check_images: bool = True,
         seed: int = 0,
         latents: str | None = None,
+        lists: bool = False,
     ) -> None:
         super().__init__()
+        self.lists = bool(lists)
         # latents: None (VAE-encode the images), "auto" (the latents.safetensors that `imgpref align pairs` writes
         # beside the manifest) or a path: train on those cached on-policy latents (imgpref.align.latent_pairs).
         self.latents = latents
@@ -248,7 +252,11 @@ class PreferencePairDataModule(L.LightningDataModule):
             return
         from imgpref.data.manifest import read_manifest
 
-        df = self.manifest if isinstance(self.manifest, pd.DataFrame) else read_manifest(Path(self.manifest))
+        df = self.manifest if isinstance(self.manifest, pd.DataFrame) else \
+            read_manifest(Path(self.manifest), keep_extra=self.lists)
+        if self.lists:
+            self._setup_lists(df)
+            return
         train = load_pairs(df, split=self.split, ties=self.ties)
         if len(train) == 0:
             raise ValueError(f"no usable pairs in {self.manifest!s}: {train.summary()}")
@@ -258,30 +266,51 @@ class PreferencePairDataModule(L.LightningDataModule):
         if self.val_split:
             self.val_set = self._dataset(load_pairs(df, split=self.val_split, ties=self.ties))
 
-    def _dataset(self, pairs: PairSet) -> Dataset:
-        # Always the pixel dataset first: it leaves out (and lists) pairs with unreadable images.
-        ds = PreferencePairDataset(pairs, self.resolution, self.check_images)
-        if not self.latents:
-            return ds
-        from imgpref.align.latent_pairs import LatentPairDataset, find_latents_file, load_latents
+    def _setup_lists(self, df: pd.DataFrame) -> None:
+        from imgpref.align.lists import ListDataset, load_lists
+
+        cache = self._cached_latents() if self.latents else None
+        train = load_lists(df, split=self.split)
+        if len(train) == 0:
+            raise ValueError(f"no lists of >= 2 images in {self.manifest!s}; write them with `imgpref align pairs --lists`")
+        self.train_set = ListDataset(train, self.resolution, cache)
+        if self.val_split:
+            self.val_set = ListDataset(load_lists(df, split=self.val_split), self.resolution, cache)
+
+    def _cached_latents(self) -> dict:
+        from imgpref.align.latent_pairs import find_latents_file, load_latents
 
         if isinstance(self.manifest, pd.DataFrame):
             raise ValueError("latents='auto' needs the manifest's path; pass latents=/path/to/latents.safetensors")
         if self._latent_cache is None:
             self._latent_cache = load_latents(find_latents_file(self.manifest, self.latents))
-        return LatentPairDataset(ds.pairs, self._latent_cache)
+        return self._latent_cache
+
+    def _dataset(self, pairs: PairSet) -> Dataset:
+        # Always the pixel dataset first: it leaves out (and lists) pairs with unreadable images.
+        ds = PreferencePairDataset(pairs, self.resolution, self.check_images)
+        if not self.latents:
+            return ds
+        from imgpref.align.latent_pairs import LatentPairDataset
+
+        return LatentPairDataset(ds.pairs, self._cached_latents())
 
     def summary(self) -> dict[str, int]:
         self.setup()
-        return self.train_set.pairs.summary()
+        return self.train_set.lists.summary() if self.lists else self.train_set.pairs.summary()
+
+    def _collate(self):
+        from imgpref.align.lists import collate_lists
+
+        return collate_lists if self.lists else collate_pairs
 
     def train_dataloader(self) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=self.shuffle, generator=gen,
-                          num_workers=self.num_workers, collate_fn=collate_pairs, drop_last=False)
+                          num_workers=self.num_workers, collate_fn=self._collate(), drop_last=False)
 
     def val_dataloader(self):
         if self.val_set is None:
             return []
         return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                          collate_fn=collate_pairs)
+                          collate_fn=self._collate())

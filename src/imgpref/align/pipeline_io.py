@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 TINY_SPECS = {"tiny": "sd15", "tiny-sd15": "sd15", "tiny-sdxl": "sdxl"}
+TINY_FLOW_SPECS = {"tiny-sd3": "sd3", "tiny-flux": "flux"}  # flow-matching, built by imgpref.align.tiny_flow
 
 
 def is_sdxl(pipe) -> bool:
@@ -27,6 +28,10 @@ def load_pipeline(spec: str | os.PathLike, *, seed: int = 0, torch_dtype=None, p
         from imgpref.align.tiny import build_tiny_pipeline
 
         return build_tiny_pipeline(seed=seed, kind=TINY_SPECS[spec_s], prediction_type=prediction_type or "epsilon")
+    if spec_s in TINY_FLOW_SPECS:
+        from imgpref.align.tiny_flow import build_tiny_flow_pipeline
+
+        return build_tiny_flow_pipeline(TINY_FLOW_SPECS[spec_s], seed=seed)
     path = Path(spec_s).expanduser()
     local = path.is_dir()
     if not local and (spec_s.startswith((".", "/", "~")) or spec_s.count("/") != 1):
@@ -47,8 +52,11 @@ def load_pipeline(spec: str | os.PathLike, *, seed: int = 0, torch_dtype=None, p
             f"{spec_s}` on a machine with network, then copy ~/.cache/huggingface or set HF_HOME); set "
             "HF_HUB_OFFLINE=1 to read the cache without network access."
         ) from exc
-    if getattr(pipe, "unet", None) is None:
-        raise ValueError(f"pipeline {spec_s!r} has no UNet ({type(pipe).__name__}); SD1.5- or SDXL-style needed")
+    if getattr(pipe, "unet", None) is None and getattr(pipe, "transformer", None) is None:
+        raise ValueError(f"pipeline {spec_s!r} has no UNet or transformer ({type(pipe).__name__}); an SD1.5, SDXL, "
+                         "SD3/SD3.5 or FLUX pipeline is needed")
+    if prediction_type is not None and getattr(pipe, "unet", None) is None:
+        raise ValueError(f"prediction_type applies to UNet pipelines only; {type(pipe).__name__} is flow-matching")
     if prediction_type is not None and pipe.scheduler.config.prediction_type != prediction_type:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=prediction_type)
     if hasattr(pipe, "safety_checker"):

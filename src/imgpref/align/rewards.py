@@ -50,7 +50,7 @@ def resolve_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
     if weights is None or len(weights) == 0:
         return np.ones(n)
     if len(weights) != n:
-        raise ValueError(f"got {len(weights)} weights for {n} scorers; pass one --weight per --scorer (or none)")
+        raise ValueError(f"got {len(weights)} weights for {n} scorers; pass one --reward-weight per --scorer (or none)")
     w = np.asarray(weights, dtype=np.float64)
     if not np.all(np.isfinite(w)):
         raise ValueError(f"weights must be finite numbers; got {list(weights)}")

@@ -79,7 +79,8 @@ def build_clip_tokenizer(directory: str | os.PathLike | None = None):
     from transformers import CLIPTokenizer
 
     vocab_file, merges_file = tokenizer_files(directory)
-    return CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=_MAX_LEN)
+    # positional: transformers 4.x names these vocab_file/merges_file, 5.x vocab/merges
+    return CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=_MAX_LEN)
 
 
 def _tiny_text_encoder(seed: int, with_projection: bool = False, hidden: int = 32):

@@ -2,7 +2,8 @@
 
 Recipe layout (every key optional except what is needed to find the data; unknown keys are errors):
 
-    pipeline: tiny            # "tiny" / "tiny-sdxl", a pipeline folder, or a hub id (read offline from the HF cache)
+    pipeline: tiny            # "tiny" / "tiny-sdxl" / "tiny-sd3" / "tiny-flux", a pipeline folder, or a hub id
+                              # (SD1.5, SDXL, SD3/SD3.5, FLUX; read offline from the HF cache)
     seed: 0
     model: {...}              # DiffusionPreferenceModule arguments (method, beta, finetune, reference, lr, ...)
     data: {...}               # PreferencePairDataModule arguments (manifest, resolution, batch_size, ties, ...)
@@ -15,8 +16,6 @@ Overrides use dotted keys: `align(cfg, data, out, **{"model.beta": 1000})` or `-
 from __future__ import annotations
 
 import copy
-import difflib
-import inspect
 import logging
 import os
 import warnings
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from imgpref.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "resume": True,
 }
 # Arguments that the trainer sets itself and a recipe must not.
-_RESERVED_TRAINER = ("default_root_dir", "logger", "callbacks")
+RESERVED_TRAINER = ("default_root_dir", "logger", "callbacks")
+EXPORT_KEYS = ("use_ema",)
 
 
 @dataclass
@@ -54,19 +56,6 @@ class AlignResult:
     data: dict[str, int]
     metrics: dict[str, float] = field(default_factory=dict)
     resumed_from: str | None = None
-
-
-def _params(obj) -> list[str]:
-    sig = inspect.signature(obj)
-    return [n for n, p in sig.parameters.items() if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-
-
-def _unknown(where: str, keys, valid) -> None:
-    bad = [k for k in keys if k not in valid]
-    if bad:
-        hints = {k: difflib.get_close_matches(k, valid, n=1) for k in bad}
-        hint = "; ".join(f"{k!r} (did you mean {h[0]!r}?)" if h else repr(k) for k, h in hints.items())
-        raise ValueError(f"unknown {where} key(s): {hint}; valid keys: {sorted(valid)}")
 
 
 def load_config(config: dict | str | os.PathLike | None) -> dict[str, Any]:
@@ -117,42 +106,10 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults and check every key against the classes it configures; returns the full recipe.
 
-    Also constructs nothing heavy: the model arguments are checked for names and choices only.
-    """
-    import lightning as L
+    The checker is `imgpref.recipes.check_align_recipe`, the one module that checks train and align recipes."""
+    from imgpref.recipes import check_align_recipe
 
-    from imgpref.align.module import FINETUNES, METHODS, REFERENCES, DiffusionPreferenceModule
-    from imgpref.align.pairs_data import TIES, PreferencePairDataModule
-
-    _unknown("top-level", cfg.keys(), TOP_KEYS)
-    full = {k: copy.deepcopy(v) for k, v in DEFAULTS.items()}
-    for k, v in cfg.items():
-        if k in ("model", "data", "trainer", "export"):
-            if v is None:
-                v = {}
-            if not isinstance(v, dict):
-                raise ValueError(f"config section {k!r} must be a mapping; got {type(v).__name__}")
-            full[k] = {**full[k], **v}
-        else:
-            full[k] = v
-    model_keys = [k for k in _params(DiffusionPreferenceModule.__init__) if k not in ("pipeline", "seed", "pipe")]
-    _unknown("model", full["model"].keys(), model_keys)
-    data_keys = [k for k in _params(PreferencePairDataModule.__init__) if k != "seed"]
-    _unknown("data", full["data"].keys(), data_keys)
-    trainer_keys = [k for k in _params(L.Trainer.__init__) if k not in _RESERVED_TRAINER]
-    _unknown("trainer", full["trainer"].keys(), trainer_keys)
-    _unknown("export", full["export"].keys(), ["use_ema"])
-    m = full["model"]
-    for name, choices in (("method", METHODS), ("finetune", FINETUNES), ("reference", REFERENCES)):
-        if name in m and m[name] not in choices:
-            raise ValueError(f"model.{name} must be one of {list(choices)}; got {m[name]!r}")
-    if full["data"].get("ties", "drop") not in TIES:
-        raise ValueError(f"data.ties must be one of {list(TIES)}; got {full['data']['ties']!r}")
-    if not isinstance(full["pipeline"], str) or not full["pipeline"]:
-        raise ValueError(f"pipeline must be a non-empty string ('tiny', a folder or a hub id); got {full['pipeline']!r}")
-    if int(full["checkpoint_every_n_steps"]) < 1:
-        raise ValueError("checkpoint_every_n_steps must be >= 1")
-    return full
+    return check_align_recipe(cfg)
 
 
 def align(
@@ -184,8 +141,8 @@ def align(
         raise ValueError("no preference data: pass data=MANIFEST (CLI: --data) or set data.manifest in the config")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump({**cfg, "data": {**cfg["data"], "manifest": str(manifest)}},
-                                                        sort_keys=False))
+    with atomic_write(out_dir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump({**cfg, "data": {**cfg["data"], "manifest": str(manifest)}}, sort_keys=False))
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
 
     dm_args = {k: v for k, v in cfg["data"].items() if k != "manifest"}
@@ -221,10 +178,11 @@ def align(
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     result = AlignResult(out_dir=out_dir, export_dir=export_dir, checkpoint=last if last.is_file() else None,
                          steps=int(trainer.global_step), data=summary, metrics=metrics, resumed_from=resume)
-    (out_dir / "align_result.yaml").write_text(yaml.safe_dump({
-        "steps": result.steps, "data": summary, "metrics": metrics, "export_dir": str(export_dir),
-        "checkpoint": str(result.checkpoint) if result.checkpoint else None, "resumed_from": resume,
-        "prompt_dropout": float(model.hparams.prompt_dropout),
-    }, sort_keys=False))
+    with atomic_write(out_dir / "align_result.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump({
+            "steps": result.steps, "data": summary, "metrics": metrics, "export_dir": str(export_dir),
+            "checkpoint": str(result.checkpoint) if result.checkpoint else None, "resumed_from": resume,
+            "prompt_dropout": float(model.hparams.prompt_dropout),
+        }, sort_keys=False))
     return result
 

@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 
 # module -> how it is attached: a module exposing `register(app)` adds its commands itself.
-_PARTS = ("score", "compare", "data", "train", "eval", "align", "demo")
+_PARTS = ("score", "compare", "data", "train", "eval", "align", "demo", "world", "scorers", "bench", "annotator")
 
 
 def _attach() -> None:
@@ -59,6 +59,26 @@ def quiet_libraries() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Click's own usage errors (unknown option, missing argument) are printed as one
+    `error:` line with exit status 2, like every other usage error of imgpref (not click's usage box)."""
+    import sys
+
+    try:  # typer >= 0.24 vendors click; its exceptions are not click's
+        from typer._click import exceptions as cexc
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click import exceptions as cexc
+
     quiet_libraries()
-    app()
+    try:
+        rc = app(standalone_mode=False)
+    except cexc.NoArgsIsHelpError as exc:  # `imgpref data` alone: show that group's help
+        exc.ctx.get_help() and typer.echo(exc.ctx.get_help())
+        sys.exit(0)
+    except cexc.UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx is not None else "imgpref"
+        typer.echo(f"error: {cmd}: {exc.format_message()} (see `{cmd} --help`)", err=True)
+        sys.exit(exc.exit_code)
+    except cexc.ClickException as exc:
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from imgpref.cli.errors import usage_error
+
 align_app = typer.Typer(
     help="Align a diffusion pipeline with preference pairs (Diffusion-DPO, MaPO). Without a subcommand: train.",
     invoke_without_command=True,
@@ -27,31 +29,42 @@ def align_train(
     data: Optional[Path] = typer.Option(None, "--data", help="Preference manifest (overrides data.manifest of the recipe)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder: checkpoints/, logs/, aligned/ (the export)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe key, e.g. --set model.beta=1000 (repeatable)."),
-    no_resume: bool = typer.Option(False, "--no-resume", help="Start over even if OUT holds checkpoints/last.ckpt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from OUT/checkpoints/last.ckpt."),
 ) -> None:
-    """Train with --config on --data and export to --out/aligned (resumes from --out/checkpoints/last.ckpt)."""
+    """Train with --config on --data and export to --out/aligned; --resume continues the run already in --out."""
     if ctx.invoked_subcommand is not None:
         return
     if config is None or out is None:
-        typer.echo(ctx.get_help())
-        typer.echo("\nerror: training needs --config FILE and --out DIR (or use a subcommand)", err=True)
-        raise typer.Exit(code=2)
-    from imgpref.align.train import align, parse_set
-
+        usage_error("training needs --config FILE and --out DIR (or a subcommand: pairs, eval); "
+                    "see imgpref align --help")
     try:
+        _check_out(out, resume)  # before the heavy imports: a usage error answers at once
+        from imgpref.align.train import align, parse_set
+        from imgpref.cli.lightning_logs import configure_lightning_logging
+
         overrides = parse_set(set_)
-        if no_resume:
-            overrides["resume"] = False
+        overrides["resume"] = resume  # the flag decides, not the recipe: a run never resumes unasked
+        configure_lightning_logging()
         result = align(config, data, out, **overrides)
     except (ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2)
+        usage_error(exc)
     d = result.data
     typer.echo(f"pairs: {d['pairs']} from {d['rows']} rows; ties dropped: {d['ties_dropped']}, kept: "
                f"{d['ties_kept']}; unreadable pairs left out: {d['unreadable_pairs']}")
     typer.echo(json.dumps({"steps": result.steps, "export": str(result.export_dir),
                            "resumed_from": result.resumed_from,
                            **{k: round(v, 6) for k, v in result.metrics.items()}}, indent=2))
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    """A new run needs an empty (or new) --out; --resume needs the checkpoint of an earlier run there."""
+    last = out / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint {last}; run without --resume to start a new run")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "holds an earlier run" if last.is_file() else "is not an empty folder"
+        raise ValueError(f"--out {out} {what}; pass --resume to continue it, or choose a new --out")
 
 
 def _attach_subcommands() -> None:

@@ -12,19 +12,19 @@ from typing import List, Optional
 import typer
 
 from imgpref.align.defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from imgpref.cli.errors import usage_error
 
-
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(code=2)
+# Not "--weight": `--weights` names weight files of a preset (imgpref score, compare).
+_REWARD_WEIGHT_HELP = ("Weight of each --scorer, in order, in the sum of z-scored rewards (default 1 each; ignored "
+                       "for a single scorer). Repeatable.")
 
 
 def pairs(
-    pipeline: str = typer.Option(..., "--pipeline", help="Pipeline folder (save_pretrained), or 'tiny' for the offline test pipeline."),
+    pipeline: str = typer.Option(..., "--pipeline", help="Pipeline folder (save_pretrained; SD1.5, SDXL, SD3/SD3.5 or FLUX), or 'tiny' / 'tiny-sdxl' / 'tiny-sd3' / 'tiny-flux' for the offline test pipelines."),
     prompts: Path = typer.Option(..., "--prompts", help="Prompts: .txt (one per line) or CSV/JSONL with a 'prompt' column."),
     n: int = typer.Option(4, "--n", help="Images generated per prompt (K >= 2)."),
     scorer: List[str] = typer.Option(..., "--scorer", help="Scorer name or folder (repeatable), e.g. exposure, pickscore."),
-    weight: Optional[List[float]] = typer.Option(None, "--weight", help="One weight per --scorer (default 1 each; ignored for one scorer)."),
+    reward_weight: Optional[List[float]] = typer.Option(None, "--reward-weight", help=_REWARD_WEIGHT_HELP),
     mode: str = typer.Option("best-worst", "--mode", help="best-worst: one pair per prompt; all: every ranked pair."),
     out: Path = typer.Option(..., "--out", help="Output folder: images/, manifest.csv, generations.csv, latents.safetensors."),
     min_margin: float = typer.Option(0.0, "--min-margin", help="Drop (and count) pairs whose reward difference is below this."),
@@ -37,6 +37,7 @@ def pairs(
     height: Optional[int] = typer.Option(None, "--height", help="Image height (default: the pipeline's)."),
     width: Optional[int] = typer.Option(None, "--width", help="Image width (default: the pipeline's)."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: where the pipeline loads)."),
+    lists: bool = typer.Option(False, "--lists", help="Keep all N images per prompt with their RankDPO gains (win rate over scorers and images) for `model.method: rankdpo` with `data.lists: true` (data_cards/align_lists.md)."),
 ) -> None:
     """Generate N images per prompt, score them, and write best-vs-worst (or all ranked) pairs as a manifest."""
     from imgpref.align.pairs import label_pairs
@@ -45,31 +46,31 @@ def pairs(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         report = label_pairs(
-            pipeline, read_prompts(prompts), list(scorer), out, n=n, weights=weight or None, mode=mode,
+            pipeline, read_prompts(prompts), list(scorer), out, n=n, weights=reward_weight or None, mode=mode,
             min_margin=min_margin, keep_ties=keep_ties, val_fraction=val_fraction, base_seed=seed,
             batch_size=batch_size, num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
-            device=device, progress=True,
+            device=device, progress=True, lists=lists,
         )
     except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        usage_error(exc)
     typer.echo(report.summary())
     typer.echo(f"train on it: imgpref align --config configs/align/tiny_dpo.yaml --data {report.manifest} "
                "--set data.latents=auto --out RUN")
 
 
 def eval_(
-    base: str = typer.Option(..., "--base", help="Base pipeline folder, or 'tiny'."),
+    base: str = typer.Option(..., "--base", help="Base pipeline folder, or 'tiny' / 'tiny-sdxl' / 'tiny-sd3' / 'tiny-flux'."),
     aligned: Path = typer.Option(..., "--aligned", help="Output of `imgpref align` (run folder or its aligned/): LoRA or full UNet."),
     prompts: Path = typer.Option(..., "--prompts", help="Held-out prompts: .txt or CSV/JSONL with a 'prompt' column."),
     scorer: List[str] = typer.Option(..., "--scorer", help="Scorer name or folder (repeatable)."),
-    weight: Optional[List[float]] = typer.Option(None, "--weight", help="One weight per --scorer."),
+    reward_weight: Optional[List[float]] = typer.Option(None, "--reward-weight", help=_REWARD_WEIGHT_HELP),
     seeds: int = typer.Option(4, "--seeds", help="Images (seeds) per prompt, identical for base and aligned."),
     out: Path = typer.Option(..., "--out", help="Output folder: metrics.json, grid.png, report.html."),
     seed: int = typer.Option(1_000_000, "--seed", help="Base seed of the evaluation images."),
     steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Sampler steps."),
     guidance: float = typer.Option(DEFAULT_GUIDANCE, "--guidance", help="Classifier-free guidance scale."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per pipeline call."),
-    n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap resamples for the 95% interval."),
+    n_boot: int = typer.Option(2000, "--n-boot", min=1, help="Bootstrap resamples for the 95% interval."),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ..."),
 ) -> None:
     """Generate from base and aligned with the same seeds; report the win rate with a bootstrap 95% interval."""
@@ -78,12 +79,12 @@ def eval_(
 
     try:
         result = evaluate_alignment(
-            base, aligned, read_prompts(prompts), list(scorer), out, weights=weight or None, seeds=seeds,
+            base, aligned, read_prompts(prompts), list(scorer), out, weights=reward_weight or None, seeds=seeds,
             base_seed=seed, batch_size=batch_size, num_inference_steps=steps, guidance_scale=guidance,
             n_boot=n_boot, device=device, progress=True,
         )
     except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        usage_error(exc)
     typer.echo(result.summary())
     typer.echo(json.dumps(result.files, indent=2))
 

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from imgpref.cli.errors import usage_error
+
 
 def audit_command(
     manifest: Path = typer.Argument(..., help="Canonical manifest (CSV, JSONL or Parquet)."),
@@ -29,8 +31,7 @@ def audit_command(
         table = audit(scorer, manifest, split=split, out=out, threshold=threshold, min_confidence=min_confidence,
                       ensemble=ensemble, seed=seed, batch_size=batch_size)
     except (ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2)
+        usage_error(exc)
     flagged = table[table["flagged"]]
     typer.echo(f"{len(table)} pairs, {int((table['majority'] != 'tie').sum())} with a majority, "
                f"{len(flagged)} flagged (confidence >= {min_confidence}, scorer P(majority) < {threshold})")

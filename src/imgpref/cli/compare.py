@@ -16,19 +16,24 @@ EXIT_OK, EXIT_USAGE = 0, 2
 
 def _print_result(result, seconds: float) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from imgpref.cli.score import printable
 
     console = Console() if Console().is_terminal else Console(width=120)  # pipes default to 80 columns
 
     def fmt(v) -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
-    t = Table(title=f"imgpref compare: A={result.dir_a}  B={result.dir_b}  ({result.n_matched} matched, {seconds:.1f} s)")
+    # folder and scorer names are user data: escaped so "[/x]" is shown, not parsed as rich markup
+    t = Table(title=f"imgpref compare: A={escape(str(result.dir_a))}  B={escape(str(result.dir_b))}  "
+                    f"({result.n_matched} matched, {seconds:.1f} s)")
     for col in ("scorer", "pairs", "A / tie / B", "win rate A [95% CI]", "mean A", "mean B", "failed"):
         t.add_column(col, justify="left" if col == "scorer" else "right", no_wrap=True)
     for r in result.win_rates.itertuples(index=False):
         arrow = "" if r.higher_is_better else " (lower better)"
-        t.add_row(f"{r.scorer}{arrow}", str(r.n), f"{r.wins_a} / {r.ties} / {r.wins_b}",
+        t.add_row(escape(f"{r.scorer}{arrow}"), str(r.n), f"{r.wins_a} / {r.ties} / {r.wins_b}",
                   f"{fmt(r.win_rate)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]", fmt(r.mean_a), fmt(r.mean_b),
                   str(r.n_failed))
     console.print(t)
@@ -41,7 +46,7 @@ def _print_result(result, seconds: float) -> None:
         files = bad.drop_duplicates(["side", "path"])
         console.print(f"[bold red]{len(files)} image(s) could not be scored:[/]")
         for r in files.head(20).itertuples(index=False):
-            console.print(f"  {r.side}: {r.path}: {r.error}", markup=False, highlight=False)
+            console.print(f"  {r.side}: {printable(r.path)}: {printable(r.error)}", markup=False, highlight=False)
 
 
 def compare(
@@ -69,7 +74,7 @@ def compare(
     """
     import time
 
-    from imgpref.cli.score import load_scorers_for_cli
+    from imgpref.cli.score import check_output_options, load_scorers_for_cli
     from imgpref.eval.compare import compare_folders, write_per_image
 
     t0 = time.perf_counter()
@@ -78,6 +83,7 @@ def compare(
             raise ValueError("pass either --prompt TEXT or --prompts FILE, not both")
         if out is not None and out.suffix.lower() not in (".csv", ".jsonl", ".parquet"):
             raise ValueError(f"--out {str(out)!r}: use a .csv, .jsonl or .parquet file name")
+        check_output_options(out, report, cache)
         for label, d in (("DIR_A", dir_a), ("DIR_B", dir_b)):
             if not d.is_dir():
                 raise FileNotFoundError(f"{label} {str(d)!r} is not an existing folder; pass a folder of images")

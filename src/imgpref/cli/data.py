@@ -2,6 +2,9 @@
 
 `imgpref data audit` lives in imgpref.cli.audit; when that module exists, its `register(data_app)` (or a
 function named `audit`) is attached to this sub-command group.
+
+Exit status (as for every imgpref command): 0 done; 1 `validate` found problems in the manifest (listed);
+2 usage error (missing file, bad option or value), reported on one line.
 """
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from imgpref.cli.errors import usage_error
 
 data_app = typer.Typer(help="Preference data: validate, convert, synthesise.", no_args_is_help=True)
 _MAX_SHOWN = 500
@@ -24,6 +30,7 @@ class Format(str, Enum):
     pickapic = "pickapic"
     hpdv2 = "hpdv2"
     hpdv3 = "hpdv3"
+    imagereward = "imagereward"
 
 
 @data_app.command("validate")
@@ -31,14 +38,16 @@ def validate(manifest: Path = typer.Argument(..., help="Manifest (.csv, .jsonl o
     """Check every row of a manifest; exit 1 and list each problem (file, row, column, reason) if any."""
     from imgpref.data.manifest import read_manifest, validate_manifest
 
+    if not manifest.is_file():
+        usage_error(f"manifest not found: {manifest} (pass a .csv, .jsonl or .parquet file)")
     console = Console(width=160)
     problems = validate_manifest(manifest)
     if problems:
-        table = Table(title=f"{len(problems)} problem(s) in {manifest}")
+        table = Table(title=f"{len(problems)} problem(s) in {escape(str(manifest))}")
         for col in ("file", "row", "column", "reason"):
             table.add_column(col, overflow="fold")
         for p in problems[:_MAX_SHOWN]:
-            table.add_row(p.file, str(p.row) if p.row else "-", p.column or "-", p.reason)
+            table.add_row(escape(p.file), str(p.row) if p.row else "-", escape(p.column or "-"), escape(p.reason))
         console.print(table)
         if len(problems) > _MAX_SHOWN:
             console.print(f"... and {len(problems) - _MAX_SHOWN} more")
@@ -46,11 +55,11 @@ def validate(manifest: Path = typer.Argument(..., help="Manifest (.csv, .jsonl o
     df = read_manifest(manifest, validate=False)
     votes = df[["votes_0", "votes_1", "votes_tie"]].to_numpy()
     splits = df["split"].replace("", "(none)").value_counts().to_dict()
-    table = Table(title=f"{manifest}: valid")
+    table = Table(title=f"{escape(str(manifest))}: valid")
     table.add_column("what")
     table.add_column("value")
     table.add_row("rows (pairs)", str(len(df)))
-    table.add_row("splits", ", ".join(f"{k}: {v}" for k, v in sorted(splits.items())))
+    table.add_row("splits", escape(", ".join(f"{k}: {v}" for k, v in sorted(splits.items()))))
     table.add_row("groups", str(df["group"].nunique()))
     table.add_row("votes", str(int(votes.sum())))
     table.add_row("tie votes", f"{int(votes[:, 2].sum())} ({votes[:, 2].sum() / max(votes.sum(), 1):.1%})")
@@ -63,17 +72,19 @@ def convert(
     src: Path = typer.Argument(..., help="Source file or folder in the published layout (see data_cards/)."),
     fmt: Format = typer.Option(..., "--from", help="Source format."),
     out: Path = typer.Option(..., "--out", help="Canonical manifest to write (.csv, .jsonl or .parquet)."),
+    images: Path = typer.Option(None, "--images", help="Folder of the images, where the release ships none: "
+                                "pickapic no_images (<uid>.<ext>), hpdv2 (per-annotator table), imagereward."),
+    per_annotator: bool = typer.Option(False, "--per-annotator", help="dear: one row per annotator and pair "
+                                       "(annotator = worker id) instead of votes summed over annotators."),
 ) -> None:
     """Convert a published preference dataset into the canonical manifest."""
     from imgpref.data.readers import convert as run_convert
 
-    console = Console(width=160)
     try:
-        report = run_convert(fmt.value, src, out)
+        report = run_convert(fmt.value, src, out, images=images, per_annotator=per_annotator)
     except (ValueError, FileNotFoundError) as exc:  # user-input errors: say what is wrong, no traceback
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from exc
-    console.print(str(report))
+        usage_error(exc)
+    typer.echo(str(report))
 
 
 @data_app.command("synth")
@@ -89,9 +100,8 @@ def synth(
     try:
         summary = make_rendering_dataset(out, scenes=scenes, seed=seed, size=size)
     except (ValueError, OSError) as exc:
-        Console(width=160).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from exc
-    table = Table(title=f"synthetic rendering preferences in {out}")
+        usage_error(exc)
+    table = Table(title=f"synthetic rendering preferences in {escape(str(out))}")
     for col in ("split", "scenes", "pairs", "oracle acc. vs majority", "human ceiling", "tie share"):
         table.add_column(col)
     for name, s in list(summary["splits"].items()) + [("all", {**summary, "scenes": summary["scenes"]})]:

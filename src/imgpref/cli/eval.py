@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from imgpref.cli.errors import usage_error
+
 
 def eval_command(
     scorer: str = typer.Option(..., "--scorer", help="Preset name (e.g. pickscore) or scorer folder."),
@@ -21,20 +23,27 @@ def eval_command(
     threshold: Optional[float] = typer.Option(
         None, "--threshold", help="pickapic only: fixed tie threshold instead of tuning it on the val split."
     ),
-    n_resamples: int = typer.Option(1000, "--bootstrap", min=1, help="Bootstrap resamples (groups) for the CI."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=1, help="Bootstrap resamples (groups) for the CI."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    annotator: Optional[str] = typer.Option(
+        None, "--annotator", help="Pluralistic heads: predict with this annotator's mixture (on their rows)."),
+    per_annotator: bool = typer.Option(
+        False, "--per-annotator", help="Each row predicted by its own annotator's mixture (pluralistic heads) and "
+        "per-annotator accuracy / NLL / ECE with bootstrap CIs next to the population numbers (any head)."),
 ) -> None:
     """Evaluate SCORER on the rows of DATA in SPLIT and write metrics.json."""
     from imgpref.eval.evaluate import evaluate
 
     try:
         metrics = evaluate(scorer, data, split=split, protocol=protocol, out=out, batch_size=batch_size,
-                           n_resamples=n_resamples, seed=seed, threshold=threshold, progress=True)
+                           n_resamples=n_boot, seed=seed, threshold=threshold, progress=True,
+                           annotator=annotator, per_annotator=per_annotator)
     except (ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2)
-    shown = {k: metrics.get(k) for k in ("protocol", "split", "scorer", "accuracy", "accuracy_ci", "human_ceiling",
-                                          "nll", "brier", "ece", "kendall_tau", "n_pairs", "n_groups")}
+        usage_error(exc)
+    shown = {k: metrics.get(k) for k in ("protocol", "split", "scorer", "prediction", "accuracy", "accuracy_ci",
+                                          "human_ceiling", "nll", "brier", "ece", "kendall_tau", "cyclic_triad_rate",
+                                          "model_cyclic_triad_rate", "n_pairs", "n_groups", "per_annotator")
+             if k in metrics}
     typer.echo(json.dumps(shown, indent=2))
     if metrics.get("n_skipped_pairs"):
         typer.echo(f"warning: {metrics['n_skipped_pairs']} pair(s) skipped for unreadable images "

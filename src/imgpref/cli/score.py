@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -34,6 +35,23 @@ def _weights(specs: list[str], weights: list[str] | None):
     return out
 
 
+def printable(text: object) -> str:
+    """`text` for the terminal: a file name that is not valid UTF-8 shows its bytes as \\xNN escapes."""
+    return os.fsencode(str(text)).decode("utf-8", "backslashreplace") if isinstance(text, str) else str(text)
+
+
+def check_output_options(out: Path | None, report: Path | None, cache: Path | None) -> None:
+    """Usage errors of --out / --report / --cache, raised before any scorer is loaded or image scored."""
+    from imgpref.scorers.output import check_output_path
+
+    if out is not None:
+        check_output_path(out)
+    if report is not None and Path(report).expanduser().is_dir():
+        raise ValueError(f"--report {report} is a folder; pass an HTML file name such as report.html")
+    if cache is not None and Path(cache).expanduser().exists() and not Path(cache).expanduser().is_dir():
+        raise ValueError(f"--cache {cache} is a file; pass a folder (it is created when missing)")
+
+
 def load_scorers_for_cli(specs: list[str], weights: list[str] | None, device: str | None):
     """Load scorers (sharing backbones); a seam tests can replace."""
     from imgpref.scorers.registry import load_scorers
@@ -43,13 +61,15 @@ def load_scorers_for_cli(specs: list[str], weights: list[str] | None, device: st
 
 def _print_summary(table, out: Path, seconds: float, stats: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from imgpref.scorers.score_paths import failures, summarize
 
     console = Console(stderr=False)
     summ = summarize(table)
-    t = Table(title=f"imgpref score: {stats.get('images', 0)} images, {seconds:.1f} s -> {out}")
+    # names and paths are user data: escaped, so "[/x]" in them is shown, not parsed as rich markup
+    t = Table(title=f"imgpref score: {stats.get('images', 0)} images, {seconds:.1f} s -> {escape(str(out))}")
     for col in ("scorer", "images", "scored", "failed", "mean", "median"):
         t.add_column(col, justify="left" if col == "scorer" else "right")
 
@@ -57,7 +77,7 @@ def _print_summary(table, out: Path, seconds: float, stats: dict) -> None:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
     for r in summ.itertuples(index=False):
-        t.add_row(str(r.scorer), str(r.images), str(r.scored), str(r.failed), fmt(r.mean), fmt(r.median))
+        t.add_row(escape(str(r.scorer)), str(r.images), str(r.scored), str(r.failed), fmt(r.mean), fmt(r.median))
     console.print(t)
     console.print(
         f"new rows: {stats.get('rows_new', 0)}, resumed rows: {stats.get('rows_resumed', 0)}, "
@@ -68,9 +88,11 @@ def _print_summary(table, out: Path, seconds: float, stats: dict) -> None:
     if len(bad):
         console.print(f"[bold red]{len(bad)} image(s) could not be scored:[/]")
         for r in bad.head(20).itertuples(index=False):
-            console.print(f"  {r.path}: {r.error}", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"  {printable(r.path)}: {printable(r.error)}", markup=False, highlight=False,
+                          soft_wrap=True)
         if len(bad) > 20:
-            console.print(f"  ... and {len(bad) - 20} more (see the 'error' column of {out})", soft_wrap=True)
+            console.print(f"  ... and {len(bad) - 20} more (see the 'error' column of {out})", soft_wrap=True,
+                          markup=False, highlight=False)
 
 
 def score(
@@ -83,7 +105,8 @@ def score(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch (default: 32 on CPU, 64 on CUDA)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader decode processes (default: min(4, CPUs) with CUDA, half the CPUs on CPU); 0 decodes in the main process."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda, cuda:N."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16."),
+    precision: str = typer.Option("auto", "--precision", help="auto (fp32 on CPU; on CUDA each preset's reference precision, bf16 with --fast), fp32, fp16, bf16."),
+    fast: bool = typer.Option(False, "--fast", help="Faster, not exact: reduced-size JPEG decoding and bf16 on CUDA (scores deviate slightly from the reference code; see README)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: score only rows missing from OUT and its journal."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Folder of cached image embeddings (by file hash and backbone)."),
     strict: bool = typer.Option(False, "--strict", help="Exit with status 1 if any image could not be scored."),
@@ -104,13 +127,14 @@ def score(
             raise ValueError("pass either --prompt TEXT or --prompts FILE, not both")
         if report is not None and importlib.util.find_spec("imgpref.eval.report") is None:
             raise ValueError("--report needs imgpref.eval.report, which this installation lacks")
+        check_output_options(out, report, cache)
         specs = [str(s) for s in scorer]
         scorers = load_scorers_for_cli(specs, weights, device)
         code = EXIT_OK
         try:
             table = score_paths(
                 [str(p) for p in paths], scorers, prompt=prompt, prompts=prompts, out=out,
-                batch_size=batch_size, num_workers=workers, device=device, precision=precision,
+                batch_size=batch_size, num_workers=workers, device=device, precision=precision, fast=fast,
                 resume=resume, cache=cache, strict=strict, progress=not quiet,
             )
         except ScoringFailed as exc:

@@ -20,8 +20,10 @@ def train_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the Lightning progress bar."),
 ) -> None:
     """Train the scorer of CONFIG on DATA; write a scorer folder usable by `imgpref score/eval --scorer OUT`."""
+    from imgpref.cli.lightning_logs import configure_lightning_logging
     from imgpref.train.run import train
 
+    configure_lightning_logging()
     try:
         result = train(config, data, out, overrides=list(overrides or []), resume=resume, progress=progress)
     except (ValueError, FileNotFoundError) as exc:

@@ -16,8 +16,11 @@ Each item is embedded once per batch however many pairs it is in. With batching=
 groups (all renderings of a scene: 6 items, 15 pairs), which is ~2.5x fewer backbone passes per pair.
 
 Images are decoded and preprocessed once and kept in memory as tensors when they fit in `preload_max_mb`
-(`preload="auto"`), otherwise DataLoader workers decode them per batch. An image that cannot be read is
-reported (path and reason) and its pairs are dropped; the rest of the run goes on.
+(`preload="auto"`), otherwise DataLoader workers decode them per batch. Files and embedded bytes are decoded
+by the one loader, `imgpref.data.images.load_image` (same decompression-bomb check, EXIF and alpha handling). An
+image that cannot be read is reported (path and reason) and its pairs are dropped; the rest of the run goes on.
+Without preload, `setup` only checks headers; a file that fails later (e.g. truncated) drops its pairs from each
+batch with a warning, and a batch left with no pair is skipped by the training module.
 
 Order is reproducible: the batch plan of epoch e is a function of (seed, e) only, so a resumed run draws the
 same batches as an uninterrupted one. Under DDP each rank takes every world_size-th batch of the same plan.
@@ -46,13 +49,10 @@ BATCHINGS = ("pairs", "groups")
 
 
 def open_image(value: Any) -> Image.Image:
-    """A manifest image cell (path or encoded bytes) -> RGB PIL image; ValueError with the reason if unusable."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        try:
-            with Image.open(io.BytesIO(bytes(value))) as im:
-                return im.convert("RGB")
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-image error
-            raise ValueError(f"embedded image bytes: {type(exc).__name__}: {exc}") from exc
+    """A manifest image cell (path or encoded bytes) -> RGB PIL image; ValueError with the reason if unusable.
+
+    Files and embedded bytes go through the one loader, `imgpref.data.images.load_image` (decompression-bomb
+    check, EXIF orientation, alpha over white)."""
     from imgpref.data.images import load_image
 
     return load_image(value)
@@ -161,6 +161,7 @@ class PairBatches(Dataset):
         self.table, self.items, self.prompts = table, items, list(prompts)
         self.load, self.store, self.txt, self.listwise, self.feature_key = load, store, txt, listwise, feature_key
         self.weights = torch.from_numpy(table.prompt_weights().astype(np.float32))
+        self.unreadable: set[int] = set()  # items that failed to decode here (per DataLoader worker process)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -171,13 +172,18 @@ class PairBatches(Dataset):
     def __getitems__(self, pair_idx: list[int]) -> dict[str, Any]:
         t = self.table
         sel = np.asarray(pair_idx, dtype=np.int64)
+        loaded: dict[int, Tensor] = {}
+        if self.store is None:
+            sel, loaded = self._readable(sel)
         a, b = t.i0[sel], t.i1[sel]
         uniq, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
         n = len(sel)
         if self.store is not None:
             x = self.store[torch.from_numpy(uniq)]
-        else:
-            x = torch.stack([self.load(int(u)) for u in uniq])
+        elif len(uniq):
+            x = torch.stack([loaded[int(u)] for u in uniq])
+        else:  # every pair of the batch had an unreadable image; the module skips an empty batch
+            x = torch.zeros(0)
         batch: dict[str, Any] = {
             self.feature_key: x,
             "prompts": [self.prompts[int(u)] for u in uniq],
@@ -189,9 +195,28 @@ class PairBatches(Dataset):
         }
         if self.txt is not None:
             batch["txt"] = self.txt[torch.from_numpy(uniq)]
-        if self.listwise:
+        if self.listwise and n:
             batch["order"], batch["mask"] = self._orders(sel, inv[:n], inv[n:])
+        elif self.listwise:
+            batch["order"], batch["mask"] = torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.bool)
         return batch
+
+    def _readable(self, sel: np.ndarray) -> tuple[np.ndarray, dict[int, Tensor]]:
+        """Decode the items of pairs `sel`; pairs with an image that fails (e.g. a truncated file that passed the
+        header check of `setup`) are left out with a warning, as preloading drops them, instead of aborting."""
+        t = self.table
+        loaded: dict[int, Tensor] = {}
+        for k in np.unique(np.concatenate([t.i0[sel], t.i1[sel]])).tolist():
+            if k in self.unreadable:
+                continue
+            try:
+                loaded[k] = self.load(k)
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the epoch
+                self.unreadable.add(k)
+                log.warning("unreadable image %s: %s; its pairs are left out", _label(self.items[k]),
+                            getattr(exc, "reason", None) or exc)
+        keep = np.array([int(i) in loaded and int(j) in loaded for i, j in zip(t.i0[sel], t.i1[sel])], dtype=bool)
+        return sel[keep], loaded
 
     def _orders(self, sel: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[Tensor, Tensor]:
         g = self.table.group[sel]

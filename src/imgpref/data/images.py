@@ -3,20 +3,23 @@
 What `load_image` does, in order:
 1. refuses empty files and images whose header announces more than `max_pixels` pixels (PIL's decompression-bomb
    check runs on the header, before any pixel is allocated; its warning threshold is treated as an error too);
-2. for JPEGs, when `draft_size` is given, asks libjpeg for a reduced-size decode (`Image.draft`, scale 1/2, 1/4
-   or 1/8), chosen so that both sides stay >= `draft_size`. Callers pass at least twice the model's input
-   resolution, so the model's own resize still downsamples by >= 2x from the drafted image and quality is kept
-   (DCT-domain downscaling is an exact box-like filter, the later anti-aliased resize does the rest), while
-   decoding a 1024x1024 JPEG for a 224-pixel model costs about a quarter;
+2. decodes at full size by default, as the reference code of every published scorer does. Only when
+   `draft_size` is given (`imgpref score --fast`), JPEGs are decoded at reduced size by libjpeg (`Image.draft`,
+   scale 1/2, 1/4 or 1/8) with both sides kept >= `draft_size`. Callers pass at least twice the model's input
+   resolution, so the model's own resize still downsamples by >= 2x; decoding a 1024x1024 JPEG for a 224-pixel
+   model costs about a quarter, and scores move slightly (measured deviation: README, "Parity with reference
+   code");
 3. decodes fully (truncated files raise here: PIL's LOAD_TRUNCATED_IMAGES is left off on purpose);
 4. takes the first frame of animated GIF/WebP/APNG, applies the EXIF orientation (`ImageOps.exif_transpose`),
    so photos are scored upright;
 5. converts to RGB: CMYK and YCbCr via PIL; 16-bit and 32-bit integer greyscale are rescaled (not clipped) to
    8 bits; float images are taken as [0, 1]; images with transparency (RGBA, LA, palette with a transparent
-   colour) are composited over a white background, as a viewer shows them.
+   colour) are composited over a white background, as a viewer shows them (`to_rgb`; the same rule as
+   transformers' `CLIPImageProcessor`, so PickScore sees what its processor would give it).
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -37,9 +40,10 @@ class ImageLoadError(ValueError):
         self.reason = reason
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL image -> 8-bit RGB: transparency composited over white, 16/32-bit and float rescaled."""
     mode = im.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in im.info:
         return im
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(im).astype(np.float64)
@@ -59,8 +63,11 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+_to_rgb = to_rgb  # the former private name, still imported by some callers
+
+
 def load_image(
-    path: str | Path,
+    path: str | Path | bytes,
     *,
     draft_size: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -70,18 +77,23 @@ def load_image(
     draft_size: for JPEGs, decode at reduced size keeping both sides >= draft_size (None: full size).
     max_pixels: images whose header announces more pixels are refused without decoding (None: no limit).
     Raises ImageLoadError (a ValueError) with a one-line reason for anything unusable.
+    `path` may also be encoded image bytes (e.g. embedded in a Parquet manifest): the same checks apply.
     """
-    path = Path(path)
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise ImageLoadError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        data = bytes(path)
+        path, source, size = "embedded image bytes", io.BytesIO(data), len(data)
+    else:
+        path = source = Path(path)
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise ImageLoadError(path, f"cannot read file: {exc.strerror or exc}") from exc
     if size == 0:
         raise ImageLoadError(path, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 w, h = im.size
                 if max_pixels is not None and w * h > max_pixels:
                     raise ImageLoadError(
@@ -93,7 +105,7 @@ def load_image(
                     im.draft("RGB", (int(draft_size), int(draft_size)))
                 im.load()
                 im = ImageOps.exif_transpose(im)
-                return _to_rgb(im).copy()
+                return to_rgb(im).copy()
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -44,6 +44,7 @@ VOTE_COLUMNS = ("votes_0", "votes_1", "votes_tie")
 SPLITS = ("train", "val", "test", "")
 SUFFIXES = (".csv", ".jsonl", ".parquet")
 _MAX_LISTED = 20
+_MAX_VOTES = int(np.iinfo(np.int64).max)
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,9 @@ def _parse_votes(value: Any) -> tuple[int | None, str | None]:
         return None, "missing vote count"
     if isinstance(value, (bool, np.bool_)):
         return None, f"non-integer votes {value!r}"
+    number: int | float
     if isinstance(value, (int, np.integer)):
-        number = float(value)
+        number = int(value)  # exact: a float would round counts near the int64 limit
     elif isinstance(value, (float, np.floating)):
         number = float(value)
     else:
@@ -148,13 +150,18 @@ def _parse_votes(value: Any) -> tuple[int | None, str | None]:
         if text == "":
             return None, "missing vote count"
         try:
-            number = float(text)
+            number = int(text)
         except ValueError:
-            return None, f"non-integer votes {value!r}"
-    if not math.isfinite(number) or number != int(number):
+            try:
+                number = float(text)
+            except ValueError:
+                return None, f"non-integer votes {value!r}"
+    if isinstance(number, float) and (not math.isfinite(number) or number != int(number)):
         return None, f"non-integer votes {value!r}"
     if number < 0:
         return None, f"negative votes {int(number)}"
+    if number > _MAX_VOTES:
+        return None, f"vote count {value!r} is beyond the int64 range (at most {_MAX_VOTES})"
     return int(number), None
 
 
@@ -216,6 +223,10 @@ def _check_frame(df: pd.DataFrame, file: str, base: Path) -> list[RowProblem]:
             counts.append(count)
         if all(c is not None for c in counts) and sum(counts) == 0:
             problems.append(RowProblem(file, row, "votes_0", "zero total votes (votes_0 + votes_1 + votes_tie = 0)"))
+        elif all(c is not None for c in counts) and sum(counts) > _MAX_VOTES:
+            # each count fits, their sum (the pair's n, summed as int64 downstream) would wrap around
+            problems.append(RowProblem(file, row, "votes_0",
+                                       f"total votes {sum(counts)} are beyond the int64 range (at most {_MAX_VOTES})"))
         split = _text(record.get("split")).strip()
         if split not in SPLITS:
             problems.append(
@@ -254,9 +265,12 @@ def _pair_key(a: Any, b: Any) -> str:
 
 
 def read_manifest(
-    path: str | os.PathLike, *, split: str | None = None, validate: bool = True
+    path: str | os.PathLike, *, split: str | None = None, validate: bool = True, keep_extra: bool = False
 ) -> pd.DataFrame:
-    """Read and validate a manifest; returns exactly COLUMNS with absolute image paths (or bytes), int64 votes."""
+    """Read and validate a manifest; returns exactly COLUMNS with absolute image paths (or bytes), int64 votes.
+
+    keep_extra: also keep the file's other columns as they are, after COLUMNS (e.g. the list manifest's gain_0 /
+    gain_1, data_cards/align_lists.md)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"manifest not found: {path}")
@@ -292,6 +306,9 @@ def read_manifest(
         pairs = zip(out.loc[empty, "image_0"], out.loc[empty, "image_1"])
         out.loc[empty, "group"] = [_pair_key(a, b) for a, b in pairs]
     out = out[list(COLUMNS)]
+    if keep_extra:
+        for col in (c for c in df.columns if c not in COLUMNS):
+            out[col] = df[col].to_numpy()
     if split is not None:
         out = out[out["split"] == split].reset_index(drop=True)
     return out

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imgpref.atomic import atomic_write
 from imgpref.data.manifest import write_manifest
 
 RENDERINGS = ("original", "expert_a", "expert_b", "expert_c", "expert_d", "expert_e")
@@ -216,7 +217,8 @@ def make_rendering_dataset(
         for r, name in enumerate(RENDERINGS):
             img = np.round(base * 255).astype(np.uint8) if r == 0 else apply_edit(base, draw_edit(rng))
             path = image_root / scene / f"{name}.png"
-            Image.fromarray(img).save(path, optimize=False, compress_level=1)
+            with atomic_write(path) as tmp:
+                Image.fromarray(img).save(tmp, format="PNG", optimize=False, compress_level=1)
             u = cfg.utility_scale * quality(img) + rng.normal(0.0, cfg.taste_sd)
             rel = path.relative_to(out).as_posix()
             paths.append(rel)
@@ -247,13 +249,15 @@ def make_rendering_dataset(
         if len(part):
             summary["splits"][split] = {"scenes": int(part["group"].nunique()), **oracle_summary(part, utilities)}
     write_manifest(manifest, out / "manifest.csv")
-    pd.DataFrame(util_rows).to_csv(out / "utilities.csv", index=False)
-    with open(out / "votes.csv", "w", newline="", encoding="utf-8") as fh:
+    with atomic_write(out / "utilities.csv") as tmp:
+        pd.DataFrame(util_rows).to_csv(tmp, index=False)
+    with atomic_write(out / "votes.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["scene", "left", "right", "choice", "annotator", "split"])
         writer.writerows(vote_rows)
     summary["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
-    (out / "synth_summary.json").write_text(json.dumps(summary, indent=2))
+    with atomic_write(out / "synth_summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
     return summary
 
 

@@ -161,5 +161,9 @@ def audit(
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
+        from imgpref.atomic import atomic_write
+        from imgpref.csv_safe import write_csv
+
+        with atomic_write(out) as tmp:
+            write_csv(table, tmp)  # image paths and groups are user text: neutralised against spreadsheet formulas
     return table

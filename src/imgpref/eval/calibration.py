@@ -111,5 +111,5 @@ def reliability_diagram(p, q, path: str | Path, n_bins: int = 10, title: str = "
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")  # the path may be an atomic-write temp name
     return path

@@ -17,6 +17,8 @@ import pandas as pd
 
 from imgpref.eval.report import preset_directions
 from imgpref.atomic import atomic_write
+from imgpref.csv_safe import write_csv
+from imgpref.scorers.output import json_lines, parquet_safe
 
 PER_IMAGE_COLUMNS = ("rel_path", "scorer", "score_a", "score_b", "winner", "path_a", "path_b", "prompt", "error")
 WIN_RATE_COLUMNS = (
@@ -114,10 +116,11 @@ def _indexed(table: pd.DataFrame, root: str, what: str) -> pd.DataFrame:
     for col in ("prompt", "error"):
         if col not in t.columns:
             t[col] = ""
-    t["path"] = t["path"].astype(str)
-    t["scorer"] = t["scorer"].astype(str)
+    # object dtype: pandas' Arrow strings cannot hold surrogate-escaped (non-UTF-8) file names
+    t["path"] = pd.Series([str(v) for v in t["path"]], index=t.index, dtype=object)
+    t["scorer"] = pd.Series([str(v) for v in t["scorer"]], index=t.index, dtype=object)
     t["score"] = pd.to_numeric(t["score"], errors="coerce").astype("float64")  # nullable NA -> NaN
-    t["rel_path"] = [_rel(p, root) for p in t["path"]]
+    t["rel_path"] = pd.Series([_rel(p, root) for p in t["path"]], index=t.index, dtype=object)
     dup = t.duplicated(["rel_path", "scorer"], keep=False)
     if dup.any():
         first = t.loc[dup, "rel_path"].iloc[0]
@@ -150,10 +153,12 @@ def compare_scores(
 
     merged = ta.merge(tb, on=["rel_path", "scorer"], suffixes=("_a", "_b"), how="inner")
     merged = merged[merged["scorer"].isin(scorers)]
-    merged = merged.sort_values(["scorer", "rel_path"], kind="stable").reset_index(drop=True)
-    # Keep the scorer order of table A, not alphabetical.
-    merged["_order"] = merged["scorer"].map({s: i for i, s in enumerate(scorers)})
-    merged = merged.sort_values(["_order", "rel_path"], kind="stable").reset_index(drop=True)
+    # Scorer order of table A, not alphabetical; paths sorted through integer ranks (sorting the strings
+    # themselves would convert them to Arrow strings, which cannot hold non-UTF-8 file names)
+    path_rank = {r: i for i, r in enumerate(sorted(set(merged["rel_path"])))}
+    merged["_order"] = [scorers.index(x) for x in merged["scorer"]]
+    merged["_path"] = [path_rank[x] for x in merged["rel_path"]]
+    merged = merged.sort_values(["_order", "_path"], kind="stable").reset_index(drop=True)
 
     winners, errors = [], []
     for r in merged.itertuples(index=False):
@@ -171,17 +176,20 @@ def compare_scores(
     prompt = [
         _text(pa) or _text(pb) for pa, pb in zip(merged.get("prompt_a", []), merged.get("prompt_b", []))
     ]
+    def text(values) -> pd.Series:  # object dtype: safe for non-UTF-8 file names
+        return pd.Series(list(values), dtype=object)
+
     per_image = pd.DataFrame(
         {
-            "rel_path": merged["rel_path"].tolist(),
-            "scorer": merged["scorer"].tolist(),
+            "rel_path": text(merged["rel_path"]),
+            "scorer": text(merged["scorer"]),
             "score_a": merged["score_a"].to_numpy(np.float64),
             "score_b": merged["score_b"].to_numpy(np.float64),
-            "winner": winners,
-            "path_a": merged["path_a"].tolist(),
-            "path_b": merged["path_b"].tolist(),
-            "prompt": prompt,
-            "error": errors,
+            "winner": text(winners),
+            "path_a": text(merged["path_a"]),
+            "path_b": text(merged["path_b"]),
+            "prompt": text(prompt),
+            "error": text(errors),
         },
         columns=list(PER_IMAGE_COLUMNS),
     )
@@ -270,10 +278,11 @@ def compare_folders(
 
     table = score_paths([str(a), str(b)], scorers, **score_kwargs)
     directions = dict(d for d in map(_direction_of, scorers) if d is not None)
+    directions.update({k: v for k, v in table.attrs.get("higher_is_better", {}).items() if k not in directions})
     directions.update(preset_directions(table["scorer"].unique(), directions))
     directions.update({str(k): bool(v) for k, v in (higher_is_better or {}).items()})
 
-    abs_paths = table["path"].astype(str).map(lambda p: Path(os.path.abspath(p)))
+    abs_paths = pd.Series([Path(os.path.abspath(str(p))) for p in table["path"]], index=table.index, dtype=object)
     in_a = abs_paths.map(lambda p: ra == p or ra in p.parents or Path(os.path.abspath(a)) in p.parents)
     return compare_scores(
         table[in_a.to_numpy()], table[~in_a.to_numpy()], a, b, higher_is_better=directions, n_boot=n_boot, seed=seed
@@ -293,9 +302,10 @@ def write_per_image(result: CompareResult, out: str | Path) -> Path:
     df = result.per_image
     with atomic_write(out) as tmp:
         if suffix == ".csv":
-            df.to_csv(tmp, index=False)
+            write_csv(df, tmp)  # formula-like cells neutralised
         elif suffix == ".jsonl":
-            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.writelines(line + "\n" for line in json_lines(df))
         else:
-            df.to_parquet(tmp, index=False)
+            parquet_safe(df).to_parquet(tmp, index=False)
     return out

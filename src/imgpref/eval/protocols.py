@@ -89,7 +89,11 @@ def hpd_prompt_accuracy(scores, human_ranks) -> float:
 
 
 def hpd_accuracy(scores_per_prompt: Sequence, human_ranks_per_prompt: Sequence) -> float:
-    """HPD v2 accuracy: `hpd_prompt_accuracy` averaged over prompts (prompts with < 2 images are skipped)."""
+    """HPD v2 accuracy: `hpd_prompt_accuracy` averaged over rankings (rankings with < 2 images are skipped).
+
+    One ranking is one entry of the published file, i.e. one manifest `group` as the readers write it, never
+    all entries that share a prompt text: merging two rankings of one prompt would count pairs nobody compared.
+    """
     if len(scores_per_prompt) != len(human_ranks_per_prompt):
         raise ValueError("scores_per_prompt and human_ranks_per_prompt must have one entry per prompt")
     accs = [hpd_prompt_accuracy(s, r) for s, r in zip(scores_per_prompt, human_ranks_per_prompt)]

@@ -230,7 +230,7 @@ def _failures_table(df: pd.DataFrame, root: str | None) -> str:
     if bad.empty:
         return '<p class="muted" id="no-failures">No failures: every image was scored.</p>'
     reasons: dict[tuple[str, str, str], list[str]] = {}
-    for _, row in bad.iterrows():
+    for row in bad.to_dict("records"):  # plain dicts: a Series row would re-infer Arrow strings (non-UTF-8 names)
         reason = _text(row["error"]) or "no score returned"
         side = _text(row.get("side")) if "side" in bad.columns else ""
         reasons.setdefault((side, str(row["path"]), reason), []).append(str(row["scorer"]))
@@ -416,11 +416,14 @@ def write_report(
     for col in ("prompt", "error"):
         if col not in df.columns:
             df[col] = ""
-    df["path"] = df["path"].astype(str)
-    df["scorer"] = df["scorer"].astype(str)
+    # object dtype: pandas' Arrow strings cannot hold surrogate-escaped (non-UTF-8) file names
+    df["path"] = pd.Series([str(v) for v in df["path"]], index=df.index, dtype=object)
+    df["scorer"] = pd.Series([str(v) for v in df["scorer"]], index=df.index, dtype=object)
     df["score"] = pd.to_numeric(df["score"], errors="coerce").astype("float64")  # nullable NA -> NaN
 
     directions: dict[str, bool] = {}
+    # score_paths records each scorer's declared direction (presets and scorer folders alike) on its table
+    directions.update({str(k): bool(v) for k, v in (results.attrs.get("higher_is_better") or {}).items()})
     if compare is not None:
         directions.update(compare.higher_is_better)
     if higher_is_better:
@@ -485,5 +488,5 @@ def write_report(
     )
     out = Path(out_html)
     with atomic_write(out) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+        tmp.write_text(page, encoding="utf-8", errors="backslashreplace")  # non-UTF-8 file names shown escaped
     return out

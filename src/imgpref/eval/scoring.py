@@ -40,17 +40,42 @@ class PairScores:
     id0: np.ndarray  # image ids (str) of image_0 / image_1
     id1: np.ndarray
     errors: list[dict[str, str]] = field(default_factory=list)
+    # with outputs=True: the head's per-item outputs of both sides [P, m] (`item_outputs`; NaN rows unreadable)
+    o0: np.ndarray | None = None
+    o1: np.ndarray | None = None
 
     @property
     def ok(self) -> np.ndarray:
         return np.isfinite(self.s0) & np.isfinite(self.s1)
 
 
-def score_pairs(scorer, df: pd.DataFrame, batch_size: int = 32, progress: bool = False) -> PairScores:
+def item_outputs_of(scorer, images: list, prompts: list[str] | None) -> torch.Tensor:
+    """`imgpref.scorers.pref_heads.item_outputs` of PIL images [B, m] (GPM vectors, pluralistic prototype
+    rewards, or the scalar score as one column), in eval mode without gradients."""
+    from imgpref.scorers.pref_heads import item_outputs
+
+    was = scorer.training
+    scorer.eval()
+    try:
+        with torch.no_grad():
+            pixels = torch.stack([scorer.preprocess(im) for im in images]).to(scorer.device)
+            dtype = next((p.dtype for p in scorer.backbone.parameters()), torch.float32)
+            img = scorer.embed_images(pixels.to(dtype) if pixels.is_floating_point() else pixels)
+            txt = scorer.embed_texts(list(prompts)) if scorer.head.needs_text and prompts is not None else None
+            return item_outputs(scorer.head, img, txt).float()
+    finally:
+        scorer.train(was)
+
+
+def score_pairs(scorer, df: pd.DataFrame, batch_size: int = 32, progress: bool = False,
+                outputs: bool = False) -> PairScores:
     """Score `image_0`/`image_1` of every row of a manifest frame with `scorer.score`.
 
     Each distinct image (with its prompt, for prompt-conditioned scorers) is scored once. Scores are returned
     as the scorer gives them (no sign flip). An unreadable image gets NaN and an error record; the rest go on.
+    With `outputs=True` (imgpref Scorers only) the head's per-item outputs are kept too (`PairScores.o0/o1`),
+    from which pairwise (GPM) and per-annotator (pluralistic) logits follow; `s0`/`s1` are then the outputs'
+    first column (a placeholder for heads without a per-item score).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -69,6 +94,7 @@ def score_pairs(scorer, df: pd.DataFrame, batch_size: int = 32, progress: bool =
                 keys[key] = len(todo)
                 todo.append((value, key[1]))
     scores = np.full(len(todo), np.nan)
+    outs: np.ndarray | None = None
     errors: list[dict[str, str]] = []
     starts = range(0, len(todo), batch_size)
     if progress:
@@ -88,9 +114,21 @@ def score_pairs(scorer, df: pd.DataFrame, batch_size: int = 32, progress: bool =
         if not good:
             continue
         batch_prompts = [todo[k][1] for k in good] if needs_prompt else None
+        if outputs:
+            o = item_outputs_of(scorer, images, batch_prompts).cpu().numpy()
+            if outs is None:
+                outs = np.full((len(todo), o.shape[1]), np.nan)
+            outs[good] = o
+            scores[good] = o[:, 0]
+            continue
         with torch.no_grad():
             out = scorer.score(images, batch_prompts)
         scores[good] = torch.as_tensor(out).detach().float().cpu().numpy().reshape(-1)
-    s0 = np.array([scores[keys[(i, p if needs_prompt else "")]] for i, p in zip(id0, prompts)], dtype=np.float64)
-    s1 = np.array([scores[keys[(i, p if needs_prompt else "")]] for i, p in zip(id1, prompts)], dtype=np.float64)
+    r0 = np.array([keys[(i, p if needs_prompt else "")] for i, p in zip(id0, prompts)], dtype=np.int64)
+    r1 = np.array([keys[(i, p if needs_prompt else "")] for i, p in zip(id1, prompts)], dtype=np.int64)
+    s0, s1 = scores[r0].astype(np.float64), scores[r1].astype(np.float64)
+    if outputs:
+        if outs is None:  # nothing readable
+            outs = np.full((len(todo), 1), np.nan)
+        return PairScores(s0, s1, id0, id1, errors, outs[r0], outs[r1])
     return PairScores(s0, s1, id0, id1, errors)

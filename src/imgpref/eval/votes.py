@@ -13,6 +13,9 @@ P(image 0 > image 1)):
   votes (choix, ties as half votes); mean over groups where it is defined (>= 2 items, not constant).
 - cyclic_triad_rate: over all groups, cyclic triads / triads whose three pairs were compared, with majorities
   from the votes summed over the rows of each item pair (`imgpref.eval.ranking.cyclic_triads`).
+- model_cyclic_triad_rate: the same count over the same compared triads with the model's majorities: each row
+  casts p for image 0 and 1 - p for image 1 (summed over the rows of an item pair). A scalar score can never be
+  cyclic (rate 0); a pairwise (GPM) head can, and should match the votes' rate where the votes cycle.
 """
 from __future__ import annotations
 
@@ -47,9 +50,10 @@ def majority_credit(p, votes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _group_rank_stats(
-    item_0: np.ndarray, item_1: np.ndarray, score_0: np.ndarray, score_1: np.ndarray, votes: np.ndarray
-) -> tuple[int, float, int, int]:
-    """(n_items, kendall tau-b, cyclic triads, triads) for the rows of one group."""
+    item_0: np.ndarray, item_1: np.ndarray, score_0: np.ndarray, score_1: np.ndarray, votes: np.ndarray,
+    p_model: np.ndarray,
+) -> tuple[int, float, int, int, int]:
+    """(n_items, kendall tau-b, cyclic triads, triads, the model's cyclic triads) for the rows of one group."""
     keys, inv = np.unique(np.concatenate([item_0, item_1]).astype(str), return_inverse=True)
     n_items, n_rows = len(keys), len(item_0)
     idx0, idx1 = inv[:n_rows], inv[n_rows:]
@@ -59,7 +63,9 @@ def _group_rank_stats(
     model = sums / np.bincount(inv, minlength=n_items)
     tau = kendall_tau_b(model, fit_bradley_terry(wins)) if n_items >= 2 else float("nan")
     cyc, tri = cyclic_triads(wins)
-    return n_items, tau, cyc, tri
+    model_votes = np.stack([p_model, 1 - p_model, np.zeros_like(p_model)], axis=1)
+    model_cyc, _ = cyclic_triads(wins_matrix(idx0, idx1, model_votes, n_items))
+    return n_items, tau, cyc, tri, model_cyc
 
 
 def vote_metrics(
@@ -105,8 +111,9 @@ def vote_metrics(
     for label in pd.unique(g):
         m = g == label
         dm = decisive[m]
-        n_items, tau, cyc, tri = (
-            _group_rank_stats(i0[m], i1[m], sc0[m], sc1[m], v[m]) if have_items else (0, float("nan"), 0, 0)
+        n_items, tau, cyc, tri, mcyc = (
+            _group_rank_stats(i0[m], i1[m], sc0[m], sc1[m], v[m], p[m]) if have_items
+            else (0, float("nan"), 0, 0, 0)
         )
         rows.append(
             {
@@ -121,12 +128,13 @@ def vote_metrics(
                 "kendall_tau": tau,
                 "cyclic_triads": cyc,
                 "triads": tri,
+                "model_cyclic_triads": mcyc,
             }
         )
     table = pd.DataFrame(
         rows,
         columns=["group", "n_pairs", "n_decisive", "n_items", "accuracy", "human_ceiling", "nll", "brier",
-                 "kendall_tau", "cyclic_triads", "triads"],
+                 "kendall_tau", "cyclic_triads", "triads", "model_cyclic_triads"],
     )
     taus = table["kendall_tau"].to_numpy(dtype=np.float64)
     n_tri = int(table["triads"].sum())
@@ -142,6 +150,7 @@ def vote_metrics(
         "kendall_tau": float(np.nanmean(taus)) if np.isfinite(taus).any() else float("nan"),
         "n_groups_tau": int(np.isfinite(taus).sum()),
         "cyclic_triad_rate": float(table["cyclic_triads"].sum() / n_tri) if n_tri else float("nan"),
+        "model_cyclic_triad_rate": float(table["model_cyclic_triads"].sum() / n_tri) if n_tri else float("nan"),
         "n_triads": n_tri,
         "n_pairs": int(n_pairs),
         "n_decisive": n_dec,

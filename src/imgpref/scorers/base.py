@@ -134,8 +134,14 @@ class Scorer(nn.Module):
     def embed_images(self, pixels: Tensor) -> Tensor:
         return self.backbone.embed_images(pixels)
 
+    def prompt_texts(self, prompts: Sequence[str]) -> list[str]:
+        """The texts this scorer embeds for `prompts`: each prefixed with `info.extra["caption_prefix"]` when
+        set (CLIPScore's reference code prefixes every caption with "A photo depicts ")."""
+        prefix = str(self.info.extra.get("caption_prefix") or "")
+        return [prefix + str(p) for p in prompts]
+
     def embed_texts(self, prompts: Sequence[str]) -> Tensor:
-        return self.backbone.embed_texts(prompts)
+        return self.backbone.embed_texts(self.prompt_texts(prompts))
 
     def score_embeddings(self, img_emb: Tensor, txt_emb: Tensor | None = None) -> Tensor:
         if self.needs_prompt and txt_emb is None:
@@ -174,7 +180,9 @@ class Scorer(nn.Module):
             images = list(images)
             if not images:
                 return torch.empty(0)
-            pixels = torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(self.device)
+            # each backbone converts to RGB itself (transparency over white, as the file loader and the CLIP
+            # processor do); a plain convert("RGB") would drop alpha
+            pixels = torch.stack([self.preprocess(im) for im in images]).to(self.device)
         dtype = next((p.dtype for p in self.backbone.parameters()), torch.float32)
         img = self.embed_images(pixels.to(dtype) if pixels.is_floating_point() else pixels)
         txt = self._prompt_embeddings(prompts, img.shape[0])

@@ -6,9 +6,11 @@ two keys never share a folder. Each entry is written to a temporary file and ren
 never sees a half-written entry and concurrent writers of the same entry are harmless (same bytes, last rename
 wins). The two-level fan-out keeps folders small for millions of images.
 
-Because the key of a backbone names its weights and its preprocessing (see `Backbone.key`), a cached embedding
-is valid for every head on that backbone. Embeddings computed at reduced precision (bf16/fp16) are kept in a
-separate namespace (`<key>@bf16`), so they never mix with float32 ones.
+The namespace ("key" here) is `imgpref.scorers.identity.embedding_namespace(backbone, ...)`: the backbone key
+with a sha256 digest of its weights (for every backbone that carries its own weights), a hash of its
+preprocessing, the decode size and the precision. So a cached embedding is valid for every head on that
+backbone, two models of one architecture with different weights never read each other's entries, and the
+training embedding cache (`imgpref.train.embed_cache`) and `imgpref score --cache` share entries.
 """
 from __future__ import annotations
 
@@ -41,7 +43,12 @@ class EmbeddingCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"--cache {self.root} is a file; pass a folder (it is created when missing)")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--cache {self.root}: cannot create the folder ({exc.strerror or exc})") from None
         self._known: set[str] = set()
 
     def _folder(self, key: str) -> Path:

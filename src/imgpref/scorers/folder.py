@@ -7,6 +7,13 @@ scorer.yaml:
     backbone: {type: open_clip | hf_clip | pixels, ..., key, weights: folder | reference, weights_ref: {...}}
     head: {type: <registered head type>, **hyper-parameters}
 
+The backbone `key` of a folder that stores its backbone weights ends in `#w<digest>`, the sha256 of those tensors
+(`imgpref.scorers.identity`); loading recomputes it from `model.safetensors` and never trusts the yaml, so
+`load_scorers` shares a backbone between two folders only when their weights are byte-identical. Nothing read
+from the yaml becomes a file name: an open_clip config stored in it is registered under a name derived from its
+content, and `model_name` must be a plain name. A damaged folder (bad YAML, missing key, corrupt safetensors,
+unknown architecture) raises one ValueError naming the file and the problem.
+
 Backbone weights are stored under `backbone.` keys when the backbone has no published reference
 (`backbone.weights_ref is None`, e.g. a tiny or fine-tuned model) or when `include_backbone=True`; otherwise
 the yaml names the published weights (`weights_ref`) and loading finds them like the preset does. An
@@ -15,14 +22,15 @@ transformers CLIP stores its config and its processor / tokenizer files in `hf_p
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import yaml
 
+from imgpref.atomic import atomic_write
 from imgpref.scorers.base import Backbone, Head, Scorer, ScorerInfo
+from imgpref.scorers.identity import remember_digest, tensors_digest, with_digest
 from imgpref.scorers.heads import build_head
 from imgpref.scorers.weights import download_attempts, hf_cache_dir, hf_offline, missing
 
@@ -74,12 +82,11 @@ def save_scorer(scorer: Scorer, folder: str | Path, *, include_backbone: bool | 
     if bdesc.get("type") == "hf_clip":
         bb.processor.save_pretrained(str(folder / HF_PROCESSOR_DIR))
         bb.tokenizer.save_pretrained(str(folder / HF_PROCESSOR_DIR))
-    tmp = folder / (WEIGHTS_NAME + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    tmp.replace(folder / WEIGHTS_NAME)
-    if bdesc["weights"] == "folder" and ref is not None:
-        # fine-tuned published weights: a new key, so embedding caches never mix them with the original
-        bdesc["key"] = f"{bb.key}@{_digest(folder / WEIGHTS_NAME)}"
+    with atomic_write(folder / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    if bdesc["weights"] == "folder":
+        # the key names these exact weights (loading recomputes the digest from the file, never trusts it)
+        bdesc["key"] = with_digest(bb.key, _backbone_digest(tensors))
     info = scorer.info
     doc = {
         "format": FORMAT,
@@ -89,16 +96,14 @@ def save_scorer(scorer: Scorer, folder: str | Path, *, include_backbone: bool | 
         "backbone": bdesc,
         "head": scorer.head.describe(),
     }
-    (folder / CONFIG_NAME).write_text(yaml.safe_dump(_plain(doc), sort_keys=False))
+    with atomic_write(folder / CONFIG_NAME) as tmp:
+        tmp.write_text(yaml.safe_dump(_plain(doc), sort_keys=False), encoding="utf-8")
     return folder
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+def _backbone_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """Digest of the `backbone.` tensors, named as in the backbone's own state dict (see `identity`)."""
+    return tensors_digest({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:
@@ -106,10 +111,28 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a scorer folder: {CONFIG_NAME} not found in it")
-    doc = yaml.safe_load(path.read_text())
-    if not isinstance(doc, dict) or "backbone" not in doc or "head" not in doc:
-        raise ValueError(f"{path}: expected keys 'backbone', 'head' and 'info'")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is not valid YAML ({first}); fix it or save the scorer again") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a mapping with keys 'info', 'backbone' and 'head'")
+    for k in ("backbone", "head"):
+        if not isinstance(doc.get(k), dict):
+            raise ValueError(f"{path}: missing or malformed key {k!r} (a mapping; expected keys 'info', "
+                             "'backbone' and 'head')")
+        if not doc[k].get("type"):
+            raise ValueError(f"{path}: missing key '{k}.type'")
+    if doc.get("info") is not None and not isinstance(doc["info"], dict):
+        raise ValueError(f"{path}: key 'info' must be a mapping")
     return doc
+
+
+def _need(desc: dict[str, Any], key: str, what: str = "backbone") -> Any:
+    if key not in desc or desc[key] is None:
+        raise ValueError(f"{CONFIG_NAME}: missing key '{what}.{key}'")
+    return desc[key]
 
 
 def _build_open_clip(desc: dict[str, Any], sd: dict[str, torch.Tensor] | None, weights: Path | None) -> Backbone:
@@ -118,15 +141,20 @@ def _build_open_clip(desc: dict[str, Any], sd: dict[str, torch.Tensor] | None, w
     from imgpref.scorers import published
     from imgpref.scorers.backbones.open_clip_backbone import OpenClipBackbone
     from imgpref.scorers.registry import LoadOptions
-    from imgpref.scorers.tiny import register_open_clip_config
+    from imgpref.scorers.tiny import check_model_name
 
-    name, cfg = desc["model_name"], desc.get("model_config")
+    name, cfg = check_model_name(_need(desc, "model_name"), "backbone.model_name"), desc.get("model_config")
+    for k in ("image_size", "mean", "std"):
+        _need(desc, k)
+    if cfg is not None and not isinstance(cfg, dict):
+        raise ValueError(f"{CONFIG_NAME}: backbone.model_config must be a mapping (an open_clip JSON config)")
     known = open_clip.get_model_config(name)
     if cfg is not None and known != cfg:
-        if known is None:
-            register_open_clip_config(name, cfg)
-        else:  # a config that differs from open_clip's own under the same name: register it under a new name
-            name = published.open_clip_arch(LoadOptions(extra={"model_config": cfg}), name)
+        # registered under a name derived from the config's content: no file name comes from the folder
+        name = published.open_clip_arch(LoadOptions(extra={"model_config": cfg}), name)
+    elif known is None:
+        raise ValueError(f"{CONFIG_NAME}: unknown open_clip architecture {name!r} (not an open_clip model name "
+                         "and no backbone.model_config given)")
     ref = desc.get("weights_ref") or {}
     if sd is None and ref:
         opts = LoadOptions(weights=weights, extra={"arch": name})
@@ -209,24 +237,44 @@ def load_scorer_folder(
     if not wpath.is_file():
         raise FileNotFoundError(f"{folder}: {WEIGHTS_NAME} not found (a scorer folder holds {CONFIG_NAME} + "
                                 f"{WEIGHTS_NAME})")
-    tensors = load_file(str(wpath))
+    try:
+        tensors = load_file(str(wpath))
+    except Exception as exc:  # noqa: BLE001  (safetensors raises its own error types for damaged files)
+        raise ValueError(f"{wpath} cannot be read as safetensors ({_first_line(exc)}); the file is damaged or "
+                         "not a safetensors file: save the scorer again") from None
     bdesc, hdesc = dict(doc["backbone"]), dict(doc["head"])
     bsd = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")} or None
     hsd = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     wp = Path(weights).expanduser() if weights is not None else None
-    key = bdesc.get("key") or f"{bdesc.get('type')}:{folder.resolve()}"
+    key = str(bdesc.get("key") or f"{bdesc.get('type')}:{bdesc.get('model_name', 'folder')}")
+    digest = tensors_digest(bsd) if bsd else None
+    if digest is not None:
+        # the weights stored here decide the identity: recomputed from the file, whatever the yaml's key says
+        key = with_digest(key, digest)
     bdesc["key"] = key
 
     def build() -> Backbone:
-        bb = build_backbone(bdesc, bsd, folder, wp)
+        try:
+            bb = build_backbone(bdesc, bsd, folder, wp)
+        except (ValueError, FileNotFoundError) as exc:
+            raise type(exc)(f"{folder}: {exc}") from None
+        except (KeyError, RuntimeError, TypeError) as exc:  # a config that does not fit the architecture
+            raise ValueError(f"{folder / CONFIG_NAME}: cannot build the {bdesc.get('type')} backbone "
+                             f"({type(exc).__name__}: {_first_line(exc)})") from None
         bb.key = key
+        if digest is not None and _same_tensors(bb, bsd):
+            remember_digest(bb, digest)  # saves hashing the weights again at scoring time
         if device is not None or dtype is not None:
             bb = bb.to(device=device, dtype=dtype)
         return bb.eval()
 
     backbone = backbone_cache(key, build) if backbone_cache is not None else build()
-    head: Head = build_head(hdesc)
-    missing_keys, unexpected = head.load_state_dict(hsd, strict=False)
+    try:
+        head: Head = build_head(hdesc)
+        missing_keys, unexpected = head.load_state_dict(hsd, strict=False)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{folder / CONFIG_NAME}: cannot build head {hdesc.get('type')!r} with the weights of "
+                         f"{WEIGHTS_NAME} ({_first_line(exc)})") from None
     if missing_keys or unexpected:
         raise ValueError(f"{wpath}: head weights do not match head {hdesc.get('type')!r} "
                          f"(missing {missing_keys[:3]}, unexpected {unexpected[:3]})")
@@ -241,6 +289,17 @@ def load_scorer_folder(
         extra=dict(i.get("extra") or {}),
     )
     return Scorer(backbone, head, info)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exception's message on one line (at most 300 characters): errors are reported as one line."""
+    text = " ".join(str(exc).split())
+    return (text[:297] + "...") if len(text) > 300 else (text or type(exc).__name__)
+
+
+def _same_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> bool:
+    state = module.state_dict()
+    return set(state) == set(tensors) and all(state[k].dtype == v.dtype for k, v in tensors.items())
 
 
 def resolve_hf_hub(repo: str, weights: Path | None = None) -> Path:

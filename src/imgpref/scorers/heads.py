@@ -38,6 +38,12 @@ def registered_heads() -> list[str]:
     return sorted(_HEADS)
 
 
+def head_class(name: str) -> type[Head] | None:
+    """The registered class of head type `name`, or None (for recipe checks: its constructor's arguments)."""
+    _ensure_builtin()
+    return _HEADS.get(name)
+
+
 def build_head(desc: dict[str, Any]) -> Head:
     """Rebuild a head (random/initial weights) from its `describe()` dict."""
     _ensure_builtin()

@@ -1,9 +1,16 @@
 """Score tables on disk: atomic writers and readers for .csv / .jsonl / .parquet, and the resume journal.
 
-A score table has one row per (image, scorer): `path, scorer, score, prompt, error`. `score` is NaN and
-`error` holds the reason when the image could not be scored; `prompt` and `error` are missing (None/NaN) when
-absent. Final files are written to a temporary name in the same folder and renamed into place, so a reader
-(or a killed run) never sees a half-written file.
+A score table has one row per (image, scorer): `path, scorer, score, prompt, error`, then the identity columns
+`abs_path, file_id, fingerprint` that `--resume` keys rows on (see `imgpref.scorers.identity`): the absolute,
+normalised path; the file's size and mtime; the scorer's fingerprint. `score` is NaN and `error` holds the
+reason when the image could not be scored; `prompt` and `error` are missing (None/NaN) when absent. Final
+files are written to a temporary name in the same folder and renamed into place, so a reader (or a killed
+run) never sees a half-written file.
+
+File names that are not valid UTF-8 are held as Python's surrogate escapes (as `os.listdir` returns them) and
+written losslessly: JSON `\\udcXX` escapes in .jsonl, the original bytes in .csv, and in .parquet (which can
+only hold UTF-8 text) a column holding such a name is stored as raw bytes (binary); `read_scores` decodes all
+three back to the same string. CSV text cells are neutralised against formula injection (`imgpref.csv_safe`).
 
 The journal `<out>.partial.jsonl` receives rows batch by batch (one JSON object per line, flushed and fsynced
 per batch) while a run is going; `--resume` reads it back. A line cut short by a kill is ignored.
@@ -18,18 +25,25 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
+
+from imgpref import csv_safe
 from imgpref.atomic import atomic_write
 
 COLUMNS = ("path", "scorer", "score", "prompt", "error")
+ID_COLUMNS = ("abs_path", "file_id", "fingerprint")
+ALL_COLUMNS = COLUMNS + ID_COLUMNS
 FORMATS = (".csv", ".jsonl", ".parquet")
-KEY = ("path", "scorer", "prompt")
+KEY = ("abs_path", "scorer")
+_TEXT = ("prompt", "error") + ID_COLUMNS
 
 
-def check_output_path(out: str | Path) -> Path:
-    """Validate the output extension; returns the Path."""
+def check_output_path(out: str | Path, what: str = "--out") -> Path:
+    """Validate the output extension and that it is not a folder; returns the Path."""
     out = Path(out).expanduser()
     if out.suffix.lower() not in FORMATS:
-        raise ValueError(f"--out {out}: unsupported extension {out.suffix!r}; use one of {', '.join(FORMATS)}")
+        raise ValueError(f"{what} {out}: unsupported extension {out.suffix!r}; use one of {', '.join(FORMATS)}")
+    if out.is_dir():
+        raise ValueError(f"{what} {out} is a folder; pass a file name ending in {', '.join(FORMATS)}")
     return out
 
 
@@ -40,36 +54,86 @@ def journal_path(out: str | Path) -> Path:
 
 
 def empty_table() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series([], dtype="float64" if c == "score" else "object") for c in COLUMNS})
+    return pd.DataFrame({c: pd.Series([], dtype="float64" if c == "score" else "object") for c in ALL_COLUMNS})
+
+
+def _text(v):  # missing and empty are the same thing in every format (CSV cannot tell them apart)
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v == "":
+        return None
+    if isinstance(v, (bytes, bytearray)):  # a Parquet column stored as bytes (non-UTF-8 names)
+        return bytes(v).decode("utf-8", "surrogateescape")
+    return str(v)
+
+
+def _objects(values) -> pd.Series:
+    # object dtype: pandas' default string dtype (Arrow) cannot hold surrogate-escaped file names
+    return pd.Series(list(values), dtype="object")
+
+
+def rows_frame(rows: Sequence[dict]) -> pd.DataFrame:
+    """A DataFrame of row dicts with every column kept as Python objects (safe for any file name)."""
+    return pd.DataFrame(list(rows), columns=list(ALL_COLUMNS), dtype=object)
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
-    """Columns in canonical order and types: strings for path/scorer, float score, None for missing text."""
+    """Columns in canonical order and types: strings for path/scorer, float score, None for missing text.
+
+    The identity columns are optional on input (None when absent, e.g. a table from an older version).
+    """
     if df.empty:
         return empty_table()
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"score table lacks columns {missing}; expected {list(COLUMNS)}")
     out = pd.DataFrame(index=range(len(df)))
-    out["path"] = [str(v) for v in df["path"]]
-    out["scorer"] = [str(v) for v in df["scorer"]]
-    out["score"] = pd.to_numeric(df["score"], errors="coerce").astype("float64").to_numpy()
-
-    def text(v):  # missing and empty are the same thing in every format (CSV cannot tell them apart)
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v == "":
-            return None
-        return str(v)
-
-    out["prompt"] = pd.Series([text(v) for v in df["prompt"]], dtype="object")
-    out["error"] = pd.Series([text(v) for v in df["error"]], dtype="object")
+    out["path"] = _objects(_text(v) or "" for v in df["path"])
+    out["scorer"] = _objects(_text(v) or "" for v in df["scorer"])
+    out["score"] = pd.to_numeric(pd.Series(list(df["score"]), dtype=object), errors="coerce").astype(
+        "float64").to_numpy()
+    for c in _TEXT:
+        out[c] = _objects(_text(v) for v in df[c]) if c in df.columns else _objects([None] * len(df))
     return out
 
 
+def _needs_escape(s) -> bool:
+    if not isinstance(s, str) or s.isascii():
+        return False
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _json_line(row: dict) -> str:
+    # a surrogate-escaped file name cannot be encoded as UTF-8: JSON \udcXX escapes keep it losslessly
+    return json.dumps(row, ensure_ascii=any(_needs_escape(v) for v in row.values()))
+
+
+def _json_value(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v.item() if hasattr(v, "item") and callable(v.item) else v  # numpy scalars -> Python
+
+
+def json_lines(df: pd.DataFrame, columns: Sequence[str] | None = None) -> Iterable[str]:
+    """One JSON object per row (NaN -> null; non-UTF-8 names as JSON escapes), for .jsonl files."""
+    cols = list(columns or df.columns)
+    for rec in df[cols].itertuples(index=False, name=None):
+        yield _json_line({c: _json_value(v) for c, v in zip(cols, rec)})
+
+
 def _json_rows(df: pd.DataFrame) -> Iterable[str]:
-    for path, scorer, score, prompt, error in df[list(COLUMNS)].itertuples(index=False, name=None):
-        s = None if score is None or (isinstance(score, float) and math.isnan(score)) else float(score)
-        yield json.dumps({"path": path, "scorer": scorer, "score": s, "prompt": prompt, "error": error},
-                         ensure_ascii=False)
+    return json_lines(df, ALL_COLUMNS)
+
+
+def parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with every text column that holds a non-UTF-8 name stored as raw bytes (Parquet text is UTF-8)."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object and any(_needs_escape(v) for v in out[c]):
+            out[c] = _objects(v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v for v in out[c])
+    return out
 
 
 def write_scores(df: pd.DataFrame, out: str | Path) -> Path:
@@ -79,13 +143,13 @@ def write_scores(df: pd.DataFrame, out: str | Path) -> Path:
     suffix = out.suffix.lower()
     with atomic_write(out, fsync=True) as tmp:
         if suffix == ".csv":
-            df.to_csv(tmp, index=False)
+            csv_safe.write_csv(df, tmp)
         elif suffix == ".jsonl":
             with open(tmp, "w", encoding="utf-8") as fh:
                 for line in _json_rows(df):
                     fh.write(line + "\n")
         else:
-            df.to_parquet(tmp, index=False)
+            parquet_safe(df).to_parquet(tmp, index=False)
     return out
 
 
@@ -95,13 +159,11 @@ def read_scores(path: str | Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         # keep_default_na=False: a prompt "NA" or "null" stays text; only empty cells are missing
-        df = pd.read_csv(path, keep_default_na=False, na_values={"score": [""]}, dtype={"path": str, "scorer": str,
-                                                                                         "prompt": str, "error": str})
-        for c in ("prompt", "error"):
-            df[c] = [None if v == "" else v for v in df[c]]
+        df = csv_safe.read_csv(path, keep_default_na=False, na_values={"score": [""]},
+                               dtype={c: object for c in ("path", "scorer") + _TEXT})
     elif suffix == ".jsonl":
         rows = read_journal(path)
-        df = pd.DataFrame(rows, columns=list(COLUMNS)) if rows else empty_table()
+        df = rows_frame(rows) if rows else empty_table()
     elif suffix == ".parquet":
         df = pd.read_parquet(path)
     else:
@@ -135,7 +197,7 @@ class Journal:
         # Rewrite the surviving rows first so that a torn last line from a killed run cannot glue onto new rows.
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for line in _json_rows(normalize(pd.DataFrame(list(keep), columns=list(COLUMNS)))) if keep else ():
+            for line in _json_rows(normalize(rows_frame(keep))) if keep else ():
                 fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -145,8 +207,7 @@ class Journal:
     def append(self, rows: Sequence[dict]) -> None:
         if not rows:
             return
-        df = pd.DataFrame(list(rows), columns=list(COLUMNS))
-        self._fh.write("".join(line + "\n" for line in _json_rows(normalize(df))))
+        self._fh.write("".join(line + "\n" for line in _json_rows(normalize(rows_frame(rows)))))
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -162,9 +223,15 @@ class Journal:
             pass
 
 
+def row_key(row_abs_path, path) -> str:
+    """The resume key's path part: the stored absolute path, or (older tables) the path made absolute."""
+    return row_abs_path if row_abs_path else os.path.abspath(path)
+
+
 def dedupe(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (path, scorer, prompt): the last one wins (a later run supersedes an earlier one)."""
+    """One row per (absolute path, scorer): the last one wins (a later run supersedes an earlier one)."""
     if df.empty:
         return df
-    key = df[list(KEY)].astype(object).where(df[list(KEY)].notna(), "\x00none")
-    return df.loc[~key.duplicated(keep="last")].reset_index(drop=True)
+    abs_col = df["abs_path"] if "abs_path" in df.columns else [None] * len(df)
+    keys = pd.Series([(row_key(a, p), s) for a, p, s in zip(abs_col, df["path"], df["scorer"])], dtype=object)
+    return df.loc[~keys.duplicated(keep="last").to_numpy()].reset_index(drop=True)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from imgpref.data.images import to_rgb
 from imgpref.scorers.base import Backbone, Head
 from imgpref.scorers.heads import register_head
 
@@ -115,7 +116,7 @@ class PixelStatsBackbone(Backbone):
 
     def preprocess(self, image: Image.Image) -> Tensor:
         """PIL -> [3, size, size] float32 in [0, 1] (PIL bicubic resize of the short side, centre crop)."""
-        image = image.convert("RGB")
+        image = to_rgb(image)
         w, h = image.size
         scale = self.size / min(w, h)
         nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))

@@ -51,19 +51,22 @@ class GPMHead(_EmbeddingHead):
 
     `pair_logit(a, b)` is the model's actual preference logit s(a, b) (antisymmetric; can be cyclic).
 
-    `forward` (the scalar a Scorer reports) is s(v_a, u) with the fixed anchor u = (0, 1, 0, 1, ...), i.e.
+    `forward` (the scalar `Scorer.score` returns) is s(v_a, u) with the fixed anchor u = (0, 1, 0, 1, ...), i.e.
     `sum_l v_a[2l]`: the logit of "a beats the reference item u". It is the BT-compatible component: when the
     model is Bradley-Terry (every odd coordinate v[2l+1] = 1), `forward(a) - forward(b) == pair_logit(a, b)`
-    exactly; in general the difference of scalars ignores the intransitive part, so pairwise metrics computed
-    from `forward` (as `imgpref eval` does) measure the head's transitive component only. Use `pair_logit` /
-    `prob` for the full model.
+    exactly; in general the difference of scalars ignores the intransitive part and is not even identifiable
+    (a reparametrisation with the same s(a, b) reorders it). `imgpref eval` therefore evaluates `pair_logit`,
+    and `imgpref score` ranks images of a set by their Borda score (`borda_scores`), never by this scalar.
+
+    Defaults (k = 2, normalize = False) can learn cycles; with normalize = True or k = 1 training from the BT
+    initialisation was seen to learn no cycle at all (the recipe checker warns).
 
     The last layer starts as exact BT (odd outputs: weight 0, bias 1), so training departs from a scalar
     reward only where the data need intransitivity.
     """
 
     def __init__(self, input_dim: int, k: int = 2, hidden: Sequence[int] = (), dropout: float = 0.0,
-                 normalize: bool = True, prompt: str = "none"):
+                 normalize: bool = False, prompt: str = "none"):
         super().__init__(input_dim, normalize, prompt)
         if int(k) < 1:
             raise ValueError(f"GPMHead k (number of 2-d blocks) must be >= 1; got {k}")
@@ -105,13 +108,16 @@ class PluralisticHead(_EmbeddingHead):
 
     `forward` without annotators (what a Scorer reports) and rows whose annotator is unknown (None, "" or a
     name not in `annotators`) use the population mixture: the mean of the known annotators' weights (each
-    annotator counts once), or uniform weights when the head knows no annotator (or `population="uniform"`).
-    A new annotator is fitted from a few pairs with `fit_new_annotator`, which estimates only their K weights.
+    annotator counts once; only those of `population_annotators` when it is set), or uniform weights when the
+    head knows no annotator (or `population="uniform"`).
+    A new annotator is fitted from a few pairs with `fit_new_annotator`, which estimates only their K weights;
+    `imgpref annotator fit` then sets `population_annotators` to the earlier annotators, so adding someone does
+    not move everyone's default score.
     """
 
     def __init__(self, input_dim: int, n_prototypes: int = 4, annotators: Sequence[str] = (),
                  hidden: Sequence[int] = (), dropout: float = 0.0, normalize: bool = True, prompt: str = "none",
-                 population: str = "mean"):
+                 population: str = "mean", population_annotators: Sequence[str] | None = None):
         super().__init__(input_dim, normalize, prompt)
         if int(n_prototypes) < 1:
             raise ValueError(f"PluralisticHead n_prototypes must be >= 1; got {n_prototypes}")
@@ -128,6 +134,21 @@ class PluralisticHead(_EmbeddingHead):
         self.annotators: list[str] = names
         self._index = {a: i for i, a in enumerate(names)}
         self.annotator_logits = nn.Parameter(torch.zeros(len(names), self.n_prototypes))
+        self.population_annotators: list[str] | None = None
+        if population_annotators is not None:
+            self.set_population(population_annotators)
+
+    def set_population(self, names: Sequence[str] | None) -> None:
+        """Base the population mixture on these known annotators only (None: on every known annotator)."""
+        if names is None:
+            self.population_annotators = None
+            return
+        names = [str(a) for a in names]
+        unknown = [a for a in names if a not in self._index]
+        if unknown or not names:
+            raise ValueError(f"population annotators must be known annotators; unknown: {unknown or '(empty list)'}"
+                             f" (known: {', '.join(self.annotators) or 'none'})")
+        self.population_annotators = names
 
     def prototype_scores(self, img_emb: Tensor, txt_emb: Tensor | None = None) -> Tensor:
         """[B, D] -> the K prototype rewards [B, K]."""
@@ -138,7 +159,10 @@ class PluralisticHead(_EmbeddingHead):
         if self.population == "uniform" or not self.annotators:
             return torch.full((self.n_prototypes,), 1.0 / self.n_prototypes, device=self.annotator_logits.device,
                               dtype=self.annotator_logits.dtype)
-        return torch.softmax(self.annotator_logits, dim=-1).mean(0)
+        w = torch.softmax(self.annotator_logits, dim=-1)
+        if self.population_annotators is not None:
+            w = w[[self._index[a] for a in self.population_annotators]]
+        return w.mean(0)
 
     def annotator_weights(self, annotators: Sequence[str | None]) -> Tensor:
         """Mixture weights [B, K], one row per entry of `annotators` (unknown -> population weights)."""
@@ -181,7 +205,9 @@ class PluralisticHead(_EmbeddingHead):
     def describe(self) -> dict[str, Any]:
         return {"type": "pluralistic", "input_dim": self.input_dim, "n_prototypes": self.n_prototypes,
                 "annotators": list(self.annotators), "hidden": self.hidden, "dropout": self.dropout,
-                "normalize": self.normalize, "prompt": self.prompt, "population": self.population}
+                "normalize": self.normalize, "prompt": self.prompt, "population": self.population,
+                **({"population_annotators": list(self.population_annotators)}
+                   if self.population_annotators is not None else {})}
 
 
 def pair_margin(head: Head, img_a: Tensor, img_b: Tensor, txt_a: Tensor | None = None,
@@ -198,6 +224,66 @@ def pair_margin(head: Head, img_a: Tensor, img_b: Tensor, txt_a: Tensor | None =
     if isinstance(head, PluralisticHead):
         return head(img_a, txt_a, annotators) - head(img_b, tb, annotators)
     return head(img_a, txt_a) - head(img_b, tb)
+
+
+def item_outputs(head: Head, img_emb: Tensor, txt_emb: Tensor | None = None) -> Tensor:
+    """What a head knows about each item on its own [B, m], from which every pair logit follows
+    (`pair_logit_from_outputs`): GPM: the preference vectors v [B, 2k]; pluralistic: the K prototype rewards
+    [B, K]; any other head: its scalar score [B, 1]."""
+    if isinstance(head, GPMHead):
+        return head.vectors(img_emb, txt_emb)
+    if isinstance(head, PluralisticHead):
+        return head.prototype_scores(img_emb, txt_emb)
+    return head(img_emb, txt_emb).reshape(-1, 1)
+
+
+def pair_logit_from_outputs(head: Head, out_a: Tensor, out_b: Tensor,
+                            annotators: Sequence[str | None] | None = None) -> Tensor:
+    """The preference logit of a over b [P] from `item_outputs` of both sides: the same value as `pair_margin`
+    on the embeddings (GPM s(a, b); pluralistic: the row's annotator mixture of the prototype differences,
+    population mixture when `annotators` is None; otherwise the score difference)."""
+    if isinstance(head, GPMHead):
+        return gpm_score(out_a, out_b)
+    if isinstance(head, PluralisticHead):
+        diff = out_a - out_b
+        if annotators is None:
+            return diff @ head.population_weights().to(diff)
+        if len(annotators) != diff.shape[0]:
+            raise ValueError(f"got {len(annotators)} annotators for {diff.shape[0]} pairs; pass one per pair")
+        return (diff * head.annotator_weights(annotators).to(diff)).sum(-1)
+    return (out_a - out_b)[..., 0]
+
+
+def item_scores_from_outputs(head: Head, outputs: Tensor,
+                             annotators: Sequence[str | None] | None = None) -> Tensor:
+    """One scalar per item [N] where the head defines one: the (annotator's or population) mixture reward of a
+    pluralistic head, the score of a scalar head. A GPM head has no identifiable per-item score: ValueError
+    (rank its items with `borda_scores` instead)."""
+    if isinstance(head, GPMHead):
+        raise ValueError("a GPM (pairwise) head has no per-image score; rank a set of images with borda_scores")
+    if isinstance(head, PluralisticHead):
+        w = (head.population_weights().unsqueeze(0).expand(outputs.shape[0], -1) if annotators is None
+             else head.annotator_weights(annotators))
+        return (outputs * w.to(outputs)).sum(-1)
+    return outputs[..., 0]
+
+
+def borda_scores(head: Head, outputs: Tensor, scale: float = 1.0,
+                 annotators: Sequence[str | None] | None = None) -> Tensor:
+    """Borda score of each item of a set [N]: its mean probability sigmoid(scale * s(i, j)) of beating each
+    other item j of the same set (0.5 for a set of one). The documented ranking of a pairwise (GPM) head within a
+    set (a folder, a group): unlike the GPM head's `forward` scalar it depends only on the model's pair
+    probabilities, so every parametrisation with the same s(a, b) ranks alike. `annotators` (one name for the
+    whole set, repeated) selects a pluralistic head's mixture."""
+    n = outputs.shape[0]
+    if n < 2:
+        return torch.full((n,), 0.5, dtype=outputs.dtype, device=outputs.device)
+    ia, ib = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    ia, ib = ia.reshape(-1), ib.reshape(-1)
+    ann = None if annotators is None else [annotators[0]] * ia.numel()
+    p = torch.sigmoid(float(scale) * pair_logit_from_outputs(head, outputs[ia], outputs[ib], ann)).reshape(n, n)
+    p = p * (1 - torch.eye(n, dtype=p.dtype, device=p.device))
+    return p.sum(1) / (n - 1)
 
 
 def _pair_targets(votes: Tensor, n: int) -> tuple[Tensor, Tensor]:

@@ -54,7 +54,9 @@ def _pickscore_head(backbone, opts: LoadOptions) -> CosineHead:
 register_preset(Preset(
     info=ScorerInfo(name="pickscore", higher_is_better=True, score_range=None, needs_prompt=True,
                     description="PickScore v1: CLIP ViT-H/14 (transformers) fine-tuned on Pick-a-Pic; "
-                                "logit_scale.exp() * cos(text, image), ~ 18-23 for typical images"),
+                                "logit_scale.exp() * cos(text, image), ~ 18-23 for typical images",
+                    extra={"reference": "github.com/yuvalkirstain/PickScore README (CLIPImageProcessor, fp32)",
+                           "reference_precision": "fp32"}),
     backbone_key=_pub.pickscore_key,
     build_backbone=_pub.pickscore_backbone,
     build_head=_pickscore_head,
@@ -66,7 +68,10 @@ for _v in ("hpsv2", "hpsv2.1"):
     register_preset(Preset(
         info=ScorerInfo(name=_v, higher_is_better=True, score_range=(-100.0, 100.0), needs_prompt=True,
                         description=f"HPS {_v[3:]}: open_clip ViT-H-14 + {_pub.HPS_FILES[_v]}; 100 * cos(text, image) "
-                                    "(typically 20-35); long side to 224, zero padding"),
+                                    "(typically 20-35; hpsv2.score() returns cos); to tensor, long side to 224, "
+                                    "zero padding",
+                        extra={"reference": "github.com/tgxs002/HPSv2 img_score.py (amp: fp16 autocast)",
+                               "reference_precision": "fp16"}),
         backbone_key=lambda o, v=_v: _pub.hps_key(v, o),
         build_backbone=lambda o, v=_v: _pub.hps_backbone(v, o),
         build_head=lambda b, o: CosineHead(scale=100.0),
@@ -87,12 +92,16 @@ def _laion_head(backbone, opts: LoadOptions) -> LaionAestheticHead:
 register_preset(Preset(
     info=ScorerInfo(name="laion-aesthetic", higher_is_better=True, score_range=None, needs_prompt=False,
                     description="LAION aesthetic predictor v2: MLP on the L2-normalised CLIP ViT-L/14 (OpenAI) "
-                                "image embedding; ~1-10"),
+                                "image embedding; ~1-10",
+                    extra={"reference": "github.com/christophschuhmann/improved-aesthetic-predictor "
+                                        "simple_inference.py (OpenAI clip.load: fp16 on CUDA)",
+                           "reference_precision": "fp16"}),
     backbone_key=lambda o: _pub.open_clip_pretrained_key("ViT-L-14", "openai", o),
     build_backbone=lambda o: _pub.open_clip_pretrained_backbone("laion-aesthetic", "ViT-L-14", "openai", o),
     build_head=_laion_head,
     weights_help=f"{_pub.LAION_HEAD_FILE} (file, or a folder also holding open_clip_pytorch_model.bin of "
-                 "ViT-L-14 openai); the backbone otherwise comes from the open_clip/HF cache",
+                 "ViT-L-14 openai, or OpenAI's TorchScript ViT-L-14.pt); the backbone otherwise comes from the "
+                 "open_clip/HF cache",
 ))
 
 # CLIPScore (Hessel et al. 2021) used OpenAI ViT-B/32; the variants name other open_clip backbones.
@@ -103,12 +112,92 @@ CLIPSCORE_BACKBONES = {
     "clipscore-vit-l-14": ("ViT-L-14", "openai"),
     "clipscore-vit-h-14": ("ViT-H-14", "laion2b_s32b_b79k"),
 }
-for _n, (_arch, _tag) in CLIPSCORE_BACKBONES.items():
-    register_preset(Preset(
-        info=ScorerInfo(name=_n, higher_is_better=True, score_range=(0.0, 2.5), needs_prompt=True,
-                        description=f"CLIPScore: 2.5 * max(cos(text, image), 0) with open_clip {_arch} ({_tag})"),
-        backbone_key=lambda o, a=_arch, t=_tag: _pub.open_clip_pretrained_key(a, t, o),
-        build_backbone=lambda o, n=_n, a=_arch, t=_tag: _pub.open_clip_pretrained_backbone(n, a, t, o),
+# jmhessel/clipscore embeds "A photo depicts " + caption (its CLIPCapDataset prefix); `<name>-noprefix` embeds the
+# caption alone. Python: `scorer.info.extra["caption_prefix"]` holds it (saved in scorer folders).
+CLIPSCORE_PREFIX = "A photo depicts "
+NOPREFIX_SUFFIX = "-noprefix"
+_CLIPSCORE_REF = {True: "github.com/jmhessel/clipscore clipscore.py (OpenAI clip.load: fp16 on CUDA)",
+                  False: "jmhessel/clipscore's prefix and formula on open_clip weights (no reference code; fp32)"}
+
+
+def _clipscore_preset(name: str, arch: str, tag: str, prefix: str) -> Preset:
+    what = f'"{prefix}" + caption' if prefix else "the caption alone (no prefix)"
+    return Preset(
+        info=ScorerInfo(name=name, higher_is_better=True, score_range=(0.0, 2.5), needs_prompt=True,
+                        description=f"CLIPScore: 2.5 * max(cos(text, image), 0) with open_clip {arch} ({tag}); "
+                                    f"text = {what}",
+                        extra={"caption_prefix": prefix, "reference": _CLIPSCORE_REF[tag == "openai"],
+                               # OpenAI's clip.load keeps fp16 weights on CUDA; open_clip's laion weights: fp32
+                               "reference_precision": "fp16" if tag == "openai" else "fp32"}),
+        backbone_key=lambda o, a=arch, t=tag: _pub.open_clip_pretrained_key(a, t, o),
+        build_backbone=lambda o, n=name, a=arch, t=tag: _pub.open_clip_pretrained_backbone(n, a, t, o),
         build_head=lambda b, o: CosineHead(scale=1.0, clamp_min=0.0, weight=float(o.extra.get("w", 2.5))),
-        weights_help=f"open_clip {_arch} '{_tag}' weights file (open_clip_pytorch_model.bin), or the open_clip cache",
-    ))
+        weights_help=f"open_clip {arch} '{tag}' weights file (open_clip_pytorch_model.bin, or OpenAI's "
+                     f"TorchScript {arch}.pt), or the open_clip cache",
+    )
+
+
+for _n, (_arch, _tag) in CLIPSCORE_BACKBONES.items():
+    register_preset(_clipscore_preset(_n, _arch, _tag, CLIPSCORE_PREFIX))
+    register_preset(_clipscore_preset(_n + NOPREFIX_SUFFIX, _arch, _tag, ""))
+
+
+# --- ImageReward (BLIP) -------------------------------------------------------------------------------------------
+from imgpref.scorers import imagereward as _ir  # noqa: E402
+
+register_preset(Preset(
+    info=ScorerInfo(name="imagereward", higher_is_better=True, score_range=None, needs_prompt=True,
+                    description="ImageReward: BLIP ViT-L + BERT cross-attention + MLP; standardised reward "
+                                f"(r - {_ir.MEAN:.5f}) / {_ir.STD:.5f}",
+                    extra={"reference": "github.com/THUDM/ImageReward ImageReward/ImageReward.py (fp32 on CUDA "
+                                        "unless the caller casts)",
+                           "reference_precision": "fp32"}),
+    backbone_key=_ir.imagereward_key,
+    build_backbone=_ir.imagereward_backbone,
+    build_head=_ir.imagereward_head,
+    weights_help=f"folder with {_ir.CKPT_FILE}, {_ir.MED_CONFIG} (repo {_ir.REPO}) and vocab.txt of "
+                 f"{_ir.TOKENIZER_REPO}, or those repos in the HF cache",
+))
+
+
+# --- CLIP-IQA (zero-shot antonym prompts) -------------------------------------------------------------------------
+from imgpref.scorers.clip_iqa import DEFAULT_PAIRS, clip_iqa_head  # noqa: E402
+
+CLIP_IQA_BACKBONES = {"clip-iqa": ("RN50", "openai"), "clip-iqa-vit-l-14": ("ViT-L-14", "openai")}
+
+
+def _clip_iqa_preset(name: str, arch: str, tag: str) -> Preset:
+    return Preset(
+        info=ScorerInfo(name=name, higher_is_better=True, score_range=(0.0, 1.0), needs_prompt=False,
+                        description=f"CLIP-IQA zero-shot on open_clip {arch} ({tag}): softmax(100 * cos) over "
+                                    f"{DEFAULT_PAIRS[0]}, P(positive)",
+                        extra={"reference": "CLIP-IQA paper (AAAI 2023) single pair; not pyiqa's 3-pair full-size "
+                                            "variant", "reference_precision": "fp32"}),
+        backbone_key=lambda o, a=arch, t=tag: _pub.open_clip_pretrained_key(a, t, o),
+        build_backbone=lambda o, n=name, a=arch, t=tag: _pub.open_clip_pretrained_backbone(n, a, t, o),
+        build_head=lambda b, o: clip_iqa_head(b, o.extra.get("pairs"), o.extra.get("logit_scale")),
+        weights_help=f"open_clip {arch} '{tag}' weights file (open_clip_pytorch_model.bin, or OpenAI's TorchScript "
+                     f"{arch}.pt), or the open_clip cache",
+    )
+
+
+for _n, (_arch, _tag) in CLIP_IQA_BACKBONES.items():
+    register_preset(_clip_iqa_preset(_n, _arch, _tag))
+
+
+# --- Aesthetic Predictor V2.5 (SigLIP; AGPL-3.0) ------------------------------------------------------------------
+from imgpref.scorers import siglip_aesthetic as _sa  # noqa: E402
+
+register_preset(Preset(
+    info=ScorerInfo(name="aesthetic-v2.5", higher_is_better=True, score_range=None, needs_prompt=False,
+                    description="Aesthetic Predictor V2.5: MLP on the L2-normalised SigLIP so400m-patch14-384 pooled "
+                                "embedding; ~1-10 (5.5+ great); weights AGPL-3.0",
+                    extra={"reference": "github.com/discus0434/aesthetic-predictor-v2-5 siglip_v2_5.py (fp32 unless "
+                                        "the caller casts; its README casts to bf16)",
+                           "reference_precision": "fp32", "licence": "AGPL-3.0"}),
+    backbone_key=_sa.siglip_key,
+    build_backbone=_sa.siglip_backbone,
+    build_head=_sa.aesthetic_v25_head,
+    weights_help=f"folder with {_sa.HEAD_FILE} (and optionally the {_sa.SIGLIP_REPO} files; else that repo from "
+                 "the HF cache)",
+))

@@ -78,8 +78,10 @@ def _first_error(e: Exception) -> str:
     return " ".join(lines[:2])[:300]
 
 
-# buffers that some open_clip versions save and others rebuild: harmless when extra
-_TOLERATED_EXTRA = ("attn_mask", "position_ids")
+# buffers that some open_clip versions save and others rebuild, and the metadata that OpenAI's CLIP
+# checkpoints (TorchScript `ViT-L-14.pt`, ...) keep beside the weights and open_clip's
+# `build_model_from_openai_state_dict` drops: harmless when extra
+_TOLERATED_EXTRA = ("attn_mask", "position_ids", "input_resolution", "context_length", "vocab_size")
 
 
 def load_open_clip_state(model: torch.nn.Module, sd: dict[str, Any], path: Path, arch: str) -> None:
@@ -193,7 +195,8 @@ def open_clip_pretrained_backbone(preset: str, arch_default: str, tag: str, opts
             raise missing(preset, f"open_clip {arch} weights", str(file))
     elif folder_ok and opts.weights is not None:
         w = opts.weights
-        if w.is_file() and w.suffix in (".bin", ".safetensors", ".pt") and preset.startswith("clipscore"):
+        if w.is_file() and w.suffix in (".bin", ".safetensors", ".pt") \
+                and preset.startswith(("clipscore", "clip-iqa")):
             file = w
         elif w.is_dir():
             file = find_in_folder(w, OPEN_CLIP_WEIGHT_FILES + (f"{arch}.pt", f"{arch}.safetensors"))
@@ -207,7 +210,8 @@ def open_clip_pretrained_backbone(preset: str, arch_default: str, tag: str, opts
                     break
             looked.append(f"the Hugging Face cache {hf_cache_dir()} (repo {hub})")
     if file is None:
-        raise missing(preset, f"open_clip {arch_default} '{tag}' weights (open_clip_pytorch_model.bin)",
+        also = f" or OpenAI's TorchScript {arch_default}.pt" if tag == "openai" else ""
+        raise missing(preset, f"open_clip {arch_default} '{tag}' weights (open_clip_pytorch_model.bin{also})",
                       " and ".join(looked) or "nowhere (no source known)",
                       "or backbone_weights=FILE")
     sd = load_torch_state_dict(file)

@@ -8,6 +8,7 @@ the same object to every scorer on it, so k heads cost one backbone pass (`imgpr
 from __future__ import annotations
 
 import difflib
+import hashlib
 import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from imgpref.scorers.base import Backbone, Head, Scorer, ScorerInfo
+from imgpref.scorers.identity import carries_own_weights, file_identity, module_digest, with_digest
 
 HF_PREFIX = "hf-hub:"
 
@@ -61,6 +63,22 @@ def register_preset(preset: Preset, *, overwrite: bool = False) -> Preset:
 def _ensure_presets() -> None:
     if not _PRESETS:
         from imgpref.scorers import presets  # noqa: F401  (registers on import)
+
+        _load_plugin_presets()
+
+
+def _load_plugin_presets() -> None:
+    """Presets declared as entry points of the group `imgpref.scorers` (a callable that registers them), so a
+    package, or an optional part of imgpref such as the world's gold judge, adds presets without `scorers`
+    importing it. A plugin that fails to load is logged and skipped."""
+    import logging
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="imgpref.scorers"):
+        try:
+            ep.load()()
+        except Exception as exc:  # a broken plugin must not take the built-in presets down with it
+            logging.getLogger(__name__).warning("scorer plugin %s failed to load: %s", ep.name, exc)
 
 
 def list_scorers() -> list[str]:
@@ -129,6 +147,20 @@ def _cached_backbone(key: str, opts: LoadOptions, build: Callable[[], Backbone],
     return backbone
 
 
+def _source_identity(opts: LoadOptions) -> str:
+    """Size and mtime of the local weight files a preset reads (a folder: of every file in it), or ""."""
+    parts = []
+    for src in (opts.weights, opts.extra.get("backbone_weights")):
+        if src is None:
+            continue
+        path = Path(src).expanduser()
+        files = sorted(p for p in path.rglob("*") if p.is_file())[:5000] if path.is_dir() else [path]
+        parts.extend(f"{p}={file_identity(p)}" for p in files)
+    if not parts:
+        return ""
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
 def _is_folder_spec(spec: str | Path) -> bool:
     p = Path(spec).expanduser()
     if p.name == "scorer.yaml" and p.is_file():
@@ -161,7 +193,16 @@ def _load_one(spec: str | Path, opts: LoadOptions, share: bool, local: dict | No
         raise FileNotFoundError(f"scorer folder {spec!r} does not exist (nor is it a preset name; see list_scorers())")
     preset = get_preset(spec)
     key = preset.backbone_key(opts)
-    backbone = _cached_backbone(key, opts, lambda: preset.build_backbone(opts), share, local)
+    src = _source_identity(opts)
+
+    def build() -> Backbone:
+        bb = preset.build_backbone(opts)
+        if carries_own_weights(bb):  # weights from a local file or folder: the key names their digest
+            bb.key = with_digest(bb.key, module_digest(bb))
+        return bb
+
+    # local weight files are shared only while unchanged (the key names their path, not their bytes)
+    backbone = _cached_backbone(f"{key}|{src}" if src else key, opts, build, share, local)
     head = _place(preset.build_head(backbone, opts), opts)
     if opts.device is None and backbone.device != torch.device("cpu"):
         head = head.to(backbone.device)

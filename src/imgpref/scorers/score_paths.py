@@ -2,13 +2,15 @@
 
 How a run goes:
 1. discover image files (`imgpref.data.discovery`), resolve each image's prompt (`imgpref.data.prompts`);
-2. with `resume`, drop the (path, scorer, prompt) keys already in the journal / the final output;
+2. with `resume`, keep the rows of the journal / the final output whose key still matches: the same absolute
+   path, file size + mtime, scorer fingerprint (`imgpref.scorers.identity`) and prompt, without an error;
 3. group scorers by backbone key: each group runs its backbone once per batch, every head reuses the embedding;
 4. with `cache`, hash every remaining file in the main process and take embeddings from the cache; only files
    with a miss for at least one backbone are decoded;
-5. a DataLoader decodes each remaining file ONCE in worker processes (reduced-size JPEG decoding at >= 2x the
-   largest input resolution needed, see `imgpref.data.images`), applies each needed backbone's `preprocess`,
-   and returns per-item errors instead of raising (a failed file never stops the loader);
+5. a DataLoader decodes each remaining file ONCE in worker processes (at full size; with `fast`, reduced-size
+   JPEG decoding at >= 2x the largest input resolution needed, see `imgpref.data.images`), applies each needed
+   backbone's `preprocess`, and returns per-item errors instead of raising (a failed file never stops the
+   loader);
 6. rows are appended batch by batch to `<out>.partial.jsonl` (fsynced), and at the end the final table is
    written atomically and the journal removed.
 """
@@ -33,6 +35,7 @@ from imgpref.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from imgpref.data.prompts import PromptResolver
 from imgpref.scorers.base import Backbone, Scorer
 from imgpref.scorers.cache import EmbeddingCache, file_hash
+from imgpref.scorers.identity import embedding_namespace, file_identity, scorer_fingerprint
 from imgpref.scorers import output as outmod
 
 NO_PROMPT = "no prompt for this image (pass --prompt TEXT, --prompts FILE, or write a sidecar .txt beside it)"
@@ -64,7 +67,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_precision(precision: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """None / "auto": bf16 on CUDA when supported, else fp16 on CUDA; fp32 on CPU."""
+    """An explicit precision name; None / "auto" here is the `fast` choice: bf16 on CUDA when supported, else
+    fp16 on CUDA; fp32 on CPU. (Without `fast`, `score_paths` runs "auto" in each preset's reference precision.)"""
     if isinstance(precision, torch.dtype):
         return precision
     if precision is None or precision == "auto":
@@ -160,10 +164,15 @@ class _Group:
     members: list[int]  # scorer indices
     cache_ns: str
     draft: int | None
+    dtype: torch.dtype = torch.float32  # see imgpref.scorers.fidelity
     txt: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _groups(scorers: Sequence[Scorer], dtype: torch.dtype) -> list[_Group]:
+def _groups(scorers: Sequence[Scorer], dtype: torch.dtype | None, device: torch.device | None = None,
+            fast: bool = False) -> list[_Group]:
+    """dtype None: each group in its scorers' reference precision (`fidelity.reference_dtype`)."""
+    from imgpref.scorers.fidelity import reference_dtype
+
     try:  # the shared helper when present keeps one notion of "same backbone" across the package
         from imgpref.scorers.multi import backbone_groups  # type: ignore
 
@@ -174,11 +183,14 @@ def _groups(scorers: Sequence[Scorer], dtype: torch.dtype) -> list[_Group]:
         grouped = {}
         for i, s in enumerate(scorers):
             grouped.setdefault(s.backbone.key, []).append(i)
-    suffix = "" if dtype == torch.float32 else "@" + str(dtype).replace("torch.", "")
     out = []
     for key, members in grouped.items():
         bb = scorers[members[0]].backbone
-        out.append(_Group(key=key, backbone=bb, members=members, cache_ns=key + suffix, draft=decode_size(bb)))
+        gdt = dtype or reference_dtype([scorers[i] for i in members], device or torch.device("cpu"))
+        draft = decode_size(bb) if fast else None
+        # the namespace names the weights (digest), preprocessing, decode size and precision of the embeddings
+        out.append(_Group(key=key, backbone=bb, members=members,
+                          cache_ns=embedding_namespace(bb, dtype=gdt, draft=draft), draft=draft, dtype=gdt))
     return out
 
 
@@ -238,6 +250,7 @@ def score_paths(
     num_workers: int | None = None,
     device: str | torch.device | None = None,
     precision: str | torch.dtype | None = None,
+    fast: bool = False,
     resume: bool = False,
     cache: str | Path | EmbeddingCache | None = None,
     strict: bool = False,
@@ -252,18 +265,21 @@ def score_paths(
     out: .csv/.jsonl/.parquet written atomically (with a `<out>.partial.jsonl` journal while running).
     batch_size: default 32 on CPU, 64 on CUDA. num_workers: DataLoader worker processes, default
     min(4, CPUs) with CUDA and min(4, CPUs // 2) (>= 1) on CPU (see `default_workers`); 0 decodes in the main
-    process. device: default CUDA if available. precision: default bf16
-    (or fp16) on CUDA, fp32 on CPU. resume: skip (path, scorer, prompt) rows already in the journal or `out`.
+    process. device: default CUDA if available. precision: default (None / "auto") fp32 on CPU; on CUDA each
+    preset's reference precision (`imgpref.scorers.fidelity`), bf16 (or fp16) with `fast`. fast: reduced-size
+    JPEG decoding and bf16 on CUDA: faster, scores deviate slightly from the references (README). resume: reuse the rows of the journal or `out` whose image (absolute path, size, mtime), scorer
+    fingerprint and prompt are unchanged and that succeeded; every other one is (re)scored and replaces the old.
     cache: folder of image embeddings by file hash and backbone key. strict: raise `ScoringFailed` (after
     writing `out`) when any row has an error. Scorers are moved to `device`.
 
-    Returns columns path, scorer, score, prompt, error (the whole table written to `out`, including resumed
-    rows). `df.attrs["stats"]` counts what this call did (rows computed, cache hits, images decoded, ...).
+    Returns columns path, scorer, score, prompt, error, abs_path, file_id, fingerprint (the whole table written
+    to `out`, including resumed rows; one row per (absolute path, scorer)). `df.attrs["stats"]` counts what this call did (rows computed, cache hits, images decoded, ...).
     """
     t0 = time.perf_counter()
     scorer_list = _as_scorers(scorers)
     dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
+    explicit = fast or not (precision is None or (isinstance(precision, str) and precision == "auto"))
+    dtype = resolve_precision(precision, dev) if explicit else None  # None: per-preset reference precision
     if batch_size is None:
         batch_size = 64 if dev.type == "cuda" else 32
     if int(batch_size) < 1:
@@ -279,18 +295,51 @@ def score_paths(
 
     files = [str(p) for p in discover_images(paths)]
     previous = _previous_rows(out_path, resume) if out_path is not None else []
-    done = {(str(r["path"]), str(r["scorer"]), _text(r.get("prompt"))) for r in previous}
+    # an empty prompt is no prompt (CSV cannot tell them apart); resolved before anything is written, so a
+    # bad --prompts file fails without leaving a journal behind
+    image_prompts = [resolver(f) or None for f in files]
 
     for s in scorer_list:
         s.to(dev).eval()
-    groups = _groups(scorer_list, dtype)
+    groups = _groups(scorer_list, dtype, dev, fast)
     group_of = {i: g for g in groups for i in g.members}
     needs_text = [bool(s.head.needs_text or s.needs_prompt) for s in scorer_list]
+    # resume keys: (absolute path, scorer); a row is reused only for the same file (size + mtime), the same
+    # scorer fingerprint (weights, head, preprocessing, precision) and the same prompt, and only if it succeeded
+    abs_paths = [os.path.abspath(f) for f in files]
+    file_ids = [file_identity(f) for f in files]
+    fingerprints = [scorer_fingerprint(s, group_of[j].cache_ns) for j, s in enumerate(scorer_list)]
+    earlier = {(outmod.row_key(_text(r.get("abs_path")), str(r["path"])), str(r["scorer"])): r for r in previous}
+
+    def reusable(i: int, j: int) -> bool:
+        r = earlier.get((abs_paths[i], scorer_list[j].name))
+        return (r is not None and _text(r.get("error")) is None and file_ids[i] is not None
+                and _text(r.get("file_id")) == file_ids[i] and _text(r.get("fingerprint")) == fingerprints[j]
+                and _text(r.get("prompt")) == image_prompts[i])
+
+    def row(i: int, j: int, score: float, error: str | None) -> dict:
+        return {"path": files[i], "scorer": scorer_list[j].name, "score": score, "prompt": image_prompts[i],
+                "error": error, "abs_path": abs_paths[i], "file_id": file_ids[i], "fingerprint": fingerprints[j]}
 
     new_rows: list[dict] = []
-    journal = outmod.Journal(outmod.journal_path(out_path), keep=previous) if out_path is not None else None
     stats = {"images": len(files), "rows_resumed": 0, "rows_new": 0, "cache_hits": 0, "decoded": 0,
              "embedded": 0, "failed_images": 0}
+
+    # what is left to do: per image, per backbone group, the scorer indices still missing
+    todo: list[dict[str, list[int]]] = []
+    immediate: list[dict] = []
+    for i, pr in enumerate(image_prompts):
+        need: dict[str, list[int]] = {}
+        for j, s in enumerate(scorer_list):
+            if reusable(i, j):
+                stats["rows_resumed"] += 1
+                continue
+            if needs_text[j] and pr is None:
+                immediate.append(row(i, j, math.nan, NO_PROMPT))
+                continue
+            need.setdefault(group_of[j].key, []).append(j)
+        todo.append(need)
+    journal = outmod.Journal(outmod.journal_path(out_path), keep=previous) if out_path is not None else None
 
     def emit(rows: list[dict]) -> None:
         new_rows.extend(rows)
@@ -298,21 +347,6 @@ def score_paths(
         if journal is not None:
             journal.append(rows)
 
-    # what is left to do: per image, per backbone group, the scorer indices still missing
-    image_prompts = [resolver(f) or None for f in files]  # an empty prompt is no prompt (CSV cannot tell them apart)
-    todo: list[dict[str, list[int]]] = []
-    immediate: list[dict] = []
-    for path, pr in zip(files, image_prompts):
-        need: dict[str, list[int]] = {}
-        for j, s in enumerate(scorer_list):
-            if (path, s.name, pr) in done:
-                stats["rows_resumed"] += 1
-                continue
-            if needs_text[j] and pr is None:
-                immediate.append({"path": path, "scorer": s.name, "score": math.nan, "prompt": None, "error": NO_PROMPT})
-                continue
-            need.setdefault(group_of[j].key, []).append(j)
-        todo.append(need)
     emit(immediate)
 
     pending = [i for i, need in enumerate(todo) if need]
@@ -322,7 +356,8 @@ def score_paths(
 
         bar = tqdm(total=len(pending), unit="img", desc="scoring", file=sys.stderr, dynamic_ncols=True)
 
-    autocast = (lambda: torch.autocast(dev.type, dtype=dtype)) if dtype != torch.float32 else nullcontext
+    def autocast(g: _Group):
+        return torch.autocast(dev.type, dtype=g.dtype) if g.dtype != torch.float32 else nullcontext()
     by_key = {g.key: g for g in groups}
 
     def param_dtype(module: torch.nn.Module) -> torch.dtype:
@@ -333,7 +368,7 @@ def score_paths(
         missing = sorted({t for t in texts if t not in g.txt})
         for k in range(0, len(missing), 256):
             chunk = missing[k : k + 256]
-            with autocast():
+            with autocast(g):
                 emb = g.backbone.embed_texts(chunk).float()
             for t, e in zip(chunk, emb):
                 g.txt[t] = e
@@ -349,22 +384,23 @@ def score_paths(
             if not sel:
                 continue
             e = emb[sel] if len(sel) != len(idx) else emb
-            txt = text_embeddings(g, [image_prompts[idx[r]] for r in sel]) if needs_text[j] else None
+            # prompt_texts: the text the scorer's reference embeds (CLIPScore prefixes "A photo depicts ")
+            txt = text_embeddings(g, scorer_list[j].prompt_texts([image_prompts[idx[r]] for r in sel])) \
+                if needs_text[j] else None
             vals = scorer_list[j].score_embeddings(e, txt).float().cpu().tolist()
             for r, v in zip(sel, vals):
                 scores.setdefault(r, []).append((j, v))
         for r, pairs in sorted(scores.items()):
             i = idx[r]
             for j, v in pairs:
-                rows.append({"path": files[i], "scorer": scorer_list[j].name, "score": float(v),
-                             "prompt": image_prompts[i], "error": None})
+                rows.append(row(i, j, float(v), None))
         emit(rows)
 
     @torch.inference_mode()
     def embed(g: _Group, x) -> torch.Tensor:
         bb = g.backbone
         pdt = param_dtype(bb)
-        with autocast():
+        with autocast(g):
             if torch.is_tensor(x):
                 x = x.to(dev, non_blocking=True)
                 emb = bb.embed_images(x.to(pdt) if x.is_floating_point() else x)
@@ -435,8 +471,7 @@ def score_paths(
                     stats["failed_images"] += 1
                     for k in load_keys[i]:
                         for j in todo[i][k]:
-                            fail_rows.append({"path": files[i], "scorer": scorer_list[j].name, "score": math.nan,
-                                              "prompt": image_prompts[i], "error": reason})
+                            fail_rows.append(row(i, j, math.nan, reason))
                 emit(fail_rows)
                 n_ok = len({li for _, (idx, _) in batch["inputs"].items() for li in idx})
                 stats["decoded"] += n_ok
@@ -453,6 +488,11 @@ def score_paths(
                 n = n_ok + len(batch["failed"])
                 if bar is not None:
                     bar.update(n)
+    except BaseException:
+        # a journal with nothing in it would only block the next run (which refuses to start without --resume)
+        if journal is not None and not new_rows and not previous:
+            journal.remove()
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -460,12 +500,12 @@ def score_paths(
             journal.close()
 
     # final table: earlier rows + this run's rows, one per key, in discovery x scorer order
-    table = outmod.normalize(pd.DataFrame(previous + new_rows, columns=list(outmod.COLUMNS)))
+    table = outmod.normalize(outmod.rows_frame(previous + new_rows))
     table = outmod.dedupe(table)
     if not table.empty:
-        prank = {p: r for r, p in enumerate(files)}
+        prank = {p: r for r, p in enumerate(abs_paths)}
         srank = {s.name: r for r, s in enumerate(scorer_list)}
-        table["_p"] = [prank.get(p, len(prank)) for p in table["path"]]
+        table["_p"] = [prank.get(outmod.row_key(a, p), len(prank)) for a, p in zip(table["abs_path"], table["path"])]
         table["_s"] = [srank.get(s, len(srank)) for s in table["scorer"]]
         table = table.sort_values(["_p", "_s"], kind="stable").drop(columns=["_p", "_s"]).reset_index(drop=True)
     if out_path is not None:
@@ -473,6 +513,7 @@ def score_paths(
         journal.remove()
     stats["seconds"] = time.perf_counter() - t0
     table.attrs["stats"] = stats
+    table.attrs["higher_is_better"] = {s.name: bool(s.higher_is_better) for s in scorer_list}
     if strict:
         n_failed = int(table["error"].notna().sum())
         if n_failed:

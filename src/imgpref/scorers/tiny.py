@@ -7,6 +7,8 @@ shallow, with random initial weights. The open_clip config is written as JSON an
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,17 +21,37 @@ TINY_OPEN_CLIP_CONFIG: dict = {
 }
 
 _registered: set[str] = set()
+# An open_clip model name: it becomes a file name (open_clip reads configs from `<name>.json`) and a registry
+# key, so nothing that could leave a folder ("/", ".."), name a hub repo ("hf-hub:") or hide (leading ".").
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_model_name(name: object, what: str = "open_clip model name") -> str:
+    """`name` if it is a plain open_clip model name (letters, digits, `_`, `.`, `-`; no `..`), else ValueError."""
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"invalid {what} {name!r}: use letters, digits, '_', '.' and '-' only (at most 100 "
+                         "characters, starting with a letter or digit, no '..')")
+    return name
 
 
 def register_open_clip_config(name: str = TINY_OPEN_CLIP, config: dict | None = None) -> str:
-    """Write `config` as `<name>.json` and register it with open_clip; returns the model name to use."""
+    """Register `config` with open_clip under `name` (a validated plain name); returns the name to use.
+
+    open_clip only reads configs from JSON files: the file is written to a private temporary folder, read by
+    `open_clip.add_model_config`, and the folder is removed again (the config stays registered in memory).
+    """
     import open_clip
 
+    check_model_name(name)
     if name in _registered and config is None:
         return name
     folder = Path(tempfile.mkdtemp(prefix="imgpref-clipcfg-"))
-    (folder / f"{name}.json").write_text(json.dumps(config or TINY_OPEN_CLIP_CONFIG))
-    open_clip.add_model_config(folder)
+    try:
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(config or TINY_OPEN_CLIP_CONFIG))
+        open_clip.add_model_config(path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     _registered.add(name)
     return name
 

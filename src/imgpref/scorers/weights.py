@@ -112,14 +112,45 @@ def hf_snapshot(repo: str, *, allow_patterns: list[str] | None = None, required:
     return None
 
 
+def is_torchscript_archive(path: Path) -> bool:
+    """Whether `path` is a TorchScript archive (a zip with `constants.pkl` and `code/`, e.g. OpenAI's
+    `ViT-L-14.pt`) rather than a `torch.save` checkpoint."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def load_torchscript_state_dict(path: Path) -> dict[str, Any]:
+    """The state dict of a TorchScript archive, loaded on the CPU. `torch.jit.load` reads TorchScript code
+    and tensors (no pickled Python objects); the module is never run, only its tensors are kept."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": still the only reader
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"cannot read {path} as a TorchScript archive: {e}") from e
+    return {k: v.detach() for k, v in module.state_dict().items()}
+
+
 def load_torch_state_dict(path: Path) -> dict[str, Any]:
-    """A state dict from a torch checkpoint (raw, or under "state_dict"/"model"), safely (weights_only=True)."""
+    """A state dict from a torch checkpoint (raw, or under "state_dict"/"model"), safely (weights_only=True);
+    a TorchScript archive (OpenAI's CLIP `*.pt` files) gives its module's state dict."""
     import torch
 
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
+    if is_torchscript_archive(path):
+        return load_torchscript_state_dict(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:

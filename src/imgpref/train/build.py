@@ -26,6 +26,15 @@ import torch
 
 from imgpref.scorers.base import Backbone, Head, Scorer, ScorerInfo
 
+# the keys build_scorer / build_backbone read (checked by imgpref.recipes before anything is built)
+SCORER_KEYS = ("name", "description", "from", "needs_prompt", "init_seed", "backbone", "head")
+BACKBONE_KEYS: dict[str, tuple[str, ...]] = {
+    "open_clip": ("type", "model_name", "model_config", "pretrained", "weights", "resize_mode"),
+    "hf_clip": ("type", "source", "processor"),
+}
+# with `from:`, the loaded scorer brings these; a recipe that also sets them would be silently ignored
+FROM_IGNORES = ("backbone", "needs_prompt", "description")
+
 
 def build_backbone(cfg: dict[str, Any]) -> Backbone:
     """An open_clip or transformers CLIP backbone from a recipe's `scorer.backbone` section."""
@@ -103,6 +112,10 @@ def build_scorer(cfg: dict[str, Any]) -> Scorer:
         from imgpref.scorers.registry import load_scorer
 
         scorer = load_scorer(cfg["from"])
+        # what is trained here is no longer the published reference: it must not claim the reference's name or
+        # run in its precision (`imgpref.scorers.fidelity`); the caption prefix is kept (it is how it embeds text)
+        for k in ("reference", "reference_precision"):
+            scorer.info.extra.pop(k, None)
         if cfg.get("head"):
             scorer.head = build_head_for(scorer.backbone, cfg["head"], scorer.needs_prompt)
         if cfg.get("name"):

@@ -1,7 +1,7 @@
 """Embeddings of every distinct image (and prompt) computed once with a frozen backbone, for head-only training.
 
 `EmbeddingTable.build(backbone, images)` decodes each distinct image once (DataLoader workers, the robust
-loader of `imgpref.data.images`, reduced-size JPEG decoding), runs the frozen backbone in batches without
+loader of `imgpref.data.images`, full-size decoding as `imgpref score`), runs the frozen backbone in batches without
 gradients and keeps the float32 embeddings in memory; with `cache_dir` they are also stored on disk in the
 package's embedding cache (`imgpref.scorers.cache`: one entry per file content hash and backbone), so a second
 run, or `imgpref score --cache` of the same backbone, skips the backbone entirely. After that a head-only epoch
@@ -9,8 +9,9 @@ is an index gather plus the head's step: `CachedPairs` serves batches in the sam
 `imgpref.data.datamodule.PreferenceDataModule` (`emb`, `i0`, `i1`, `votes`, ...), and `attach_features` plugs a
 table into such a data module (`set_features`).
 
-Disk namespace: the backbone key plus a fingerprint of its weights (a strided sample of every parameter), so two
-randomly initialised models of one architecture (same key) never read each other's entries.
+Disk namespace: `imgpref.scorers.identity.embedding_namespace` (the backbone key plus a sha256 digest of its
+weights, its preprocessing, decode size and precision), so two randomly initialised models of one architecture
+(same key) never read each other's entries, and `imgpref score --cache` shares the same namespace.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,20 +37,11 @@ log = logging.getLogger(__name__)
 
 
 def weights_fingerprint(module: torch.nn.Module, stride: int = 997) -> str:
-    """Short hash of a module's weights: shapes + every `stride`-th value of each parameter and buffer.
+    """Digest of a module's weights: `imgpref.scorers.identity.module_digest` (sha256 of every tensor's bytes;
+    `stride` is ignored and kept for callers)."""
+    from imgpref.scorers.identity import module_digest
 
-    Cheap (a ViT-B/32 takes milliseconds) and, for weights that differ anywhere beyond a handful of values,
-    practically unique; it tells apart two random initialisations of one architecture.
-    """
-    h = hashlib.blake2b(digest_size=6)
-    for name, t in list(module.state_dict().items()):
-        if not torch.is_tensor(t):
-            continue
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        flat = t.detach().reshape(-1)
-        if flat.numel():
-            h.update(flat[::stride].to("cpu", torch.float64).numpy().tobytes())
-    return h.hexdigest()
+    return module_digest(module)  # one digest for every cache (full sha256, remembered until the weights change)
 
 
 def _content_hash(value: Any) -> str:
@@ -194,9 +186,12 @@ class EmbeddingTable:
         ns = None
         hashes: dict[int, str] = {}
         if store is not None:
-            ns = f"{backbone.key}#w{weights_fingerprint(backbone)}"
-            if pdtype != torch.float32:
-                ns += "@" + str(pdtype).replace("torch.", "")
+            from imgpref.scorers.identity import embedding_namespace
+
+            # the namespace `imgpref score --cache` uses too: weights digest, preprocessing, decode size, dtype.
+            # Full-size decoding, as `imgpref score` does by default: a head trained on these embeddings sees
+            # exactly what it will be scored on (reduced-size JPEG decoding is `imgpref score --fast` only).
+            ns = embedding_namespace(backbone, dtype=pdtype, draft=None)
             for i, v in enumerate(values):
                 try:
                     hashes[i] = _content_hash(v)
@@ -208,9 +203,7 @@ class EmbeddingTable:
                     rows[i] = e
         hits = len(rows)
         todo = [i for i in range(len(values)) if i not in rows and keys[i] not in errors]
-        from imgpref.scorers.score_paths import decode_size
-
-        loader = DataLoader(_Decode(values, todo, backbone.preprocess, decode_size(backbone), ready),
+        loader = DataLoader(_Decode(values, todo, backbone.preprocess, None, ready),
                             batch_size=int(batch_size), shuffle=False,
                             num_workers=0 if ready else int(num_workers),  # in memory: no decoding to spread
                             collate_fn=_collate)
@@ -252,8 +245,12 @@ class EmbeddingTable:
     @classmethod
     @torch.no_grad()  # not inference_mode: its tensors cannot enter a later autograd graph (head training)
     def build_texts(cls, backbone: Backbone, prompts: Sequence[str], *, batch_size: int = 256,
-                    device: str | torch.device | None = None) -> "EmbeddingTable":
-        """Embed every distinct prompt once (rows keyed by the prompt text)."""
+                    device: str | torch.device | None = None,
+                    prompt_texts: Callable[[Sequence[str]], list[str]] | None = None) -> "EmbeddingTable":
+        """Embed every distinct prompt once (rows keyed by the prompt text).
+
+        prompt_texts: what is embedded for the prompts (a scorer's `prompt_texts`, e.g. CLIPScore's caption
+        prefix), so cached training sees the same text as `Scorer.embed_texts`; rows stay keyed by the prompt."""
         if not backbone.has_text:
             raise ValueError(f"backbone {backbone.key!r} has no text encoder; it cannot embed prompts")
         t0 = time.perf_counter()
@@ -261,7 +258,8 @@ class EmbeddingTable:
         dev = torch.device(device) if device is not None else backbone.device
         was_training = backbone.training
         backbone = backbone.to(dev).eval()
-        parts = [backbone.embed_texts(keys[s:s + batch_size]).float().cpu() for s in range(0, len(keys), batch_size)]
+        texts = list(prompt_texts(keys)) if prompt_texts is not None else keys
+        parts = [backbone.embed_texts(texts[s:s + batch_size]).float().cpu() for s in range(0, len(texts), batch_size)]
         if was_training:
             backbone.train()
         emb = torch.cat(parts) if parts else torch.empty(0, int(backbone.embed_dim), dtype=torch.float32)
@@ -344,7 +342,8 @@ class CachedPairs(Dataset):
 
 def attach_features(dm, backbone: Backbone, *, batch_size: int = 64, num_workers: int = 0,
                     cache_dir: str | Path | None = None, device: str | torch.device | None = None,
-                    progress: bool = False, texts: bool | None = None) -> EmbeddingTable:
+                    progress: bool = False, texts: bool | None = None,
+                    prompt_texts: Callable[[Sequence[str]], list[str]] | None = None) -> EmbeddingTable:
     """Head mode for a `PreferenceDataModule`: embed its items once and serve embeddings instead of pixels.
 
     Calls `dm.setup()` if needed, builds the table over `dm.items` (from `dm.store` when the data module
@@ -381,6 +380,7 @@ def attach_features(dm, backbone: Backbone, *, batch_size: int = 64, num_workers
     if texts is None:
         texts = backbone.has_text and any(p for p in dm.prompts)
     if texts:
-        txt = EmbeddingTable.build_texts(backbone, dm.prompts, device=device).gather(dm.prompts)
+        txt = EmbeddingTable.build_texts(backbone, dm.prompts, device=device,
+                                         prompt_texts=prompt_texts).gather(dm.prompts)
     dm.set_features(table.emb[rows].nan_to_num(0.0), txt)
     return table

@@ -17,6 +17,14 @@ from torch import nn
 from imgpref.scorers.base import Scorer
 
 MODES = ("head", "last_n", "lora", "full")
+# the options each mode reads besides `name` (head's are read by imgpref.train.run.train); the recipe checker
+# (imgpref.recipes) accepts exactly these
+MODE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "head": ("cache_embeddings", "cache_dir"),
+    "last_n": ("vision_blocks", "text_layers"),
+    "lora": ("r", "alpha", "dropout"),
+    "full": (),
+}
 
 
 def _towers(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module], list[nn.Module]]:
@@ -55,8 +63,9 @@ def _set(params, flag: bool) -> None:
 def apply_mode(scorer: Scorer, mode: dict[str, Any] | str) -> dict[str, Any]:
     """Set `requires_grad` on `scorer`'s parameters for `mode` (a name or {"name": ..., options}).
 
-    Options: last_n: vision_blocks (default 20), text_layers (default 11); lora: r (8), alpha (16), dropout (0.0),
-    target ("attention"); head: cache_embeddings (true), cache_dir (null) are read by `imgpref.train.run.train`
+    Options (`MODE_OPTIONS`): last_n: vision_blocks (default 20), text_layers (default 11); lora: r (8), alpha (16),
+    dropout (0.0), adapting the attention of the towers that train; head: cache_embeddings (true), cache_dir (null)
+    are read by `imgpref.train.run.train`
     (embeddings computed once by `imgpref.train.embed_cache.attach_features`). Returns the normalised mode dict.
     Raises ValueError for unknown modes / options.
     """

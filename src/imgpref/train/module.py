@@ -27,13 +27,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from imgpref.recipes import signature_keys
 from imgpref.scorers.base import Scorer
-from imgpref.scorers.pref_heads import PluralisticHead, pair_margin
+from imgpref.scorers.pref_heads import GPMHead, PluralisticHead, pair_margin
 from imgpref.train import losses as L_
 from imgpref.train.modes import apply_mode
 
 PAIR_LOSSES = ("bt_hard", "bt_soft", "davidson", "pickscore")
 LISTWISE_LOSSES = ("plackett_luce",)
+ALL_LOSSES = PAIR_LOSSES + LISTWISE_LOSSES
+# what configure_optimizers reads from the recipe's `optimizer:` section
+OPTIMIZER_KEYS = ("lr", "weight_decay", "betas", "eps", "warmup_steps", "warmup_ratio", "min_lr_ratio", "schedule",
+                  "max_steps")
+SCHEDULES = ("cosine", "constant")
+# read by the module itself from `loss:` whatever the loss (pickscore's per-prompt weighting on/off)
+_MODULE_LOSS_KEYS = ("prompt_weighting",)
+# parameters that are never weight-decayed whatever their shape: decay would pull every annotator's mixture
+# toward uniform (softmax of zero logits), i.e. toward the population, which is exactly what the head must not do
+_NO_DECAY_NAMES = ("annotator_logits", "positional_embedding")
+
+
+def check_loss_for_head(loss: str, head_type: str) -> None:
+    """ValueError when `loss` cannot train a head of `head_type` properly: Plackett-Luce ranks one scalar per
+    item, so it would train a GPM head's non-identifiable scalar and leave a pluralistic head's annotator
+    mixtures untouched (every row ranked by the population mixture)."""
+    if loss in LISTWISE_LOSSES and head_type in ("gpm", "pluralistic"):
+        raise ValueError(f"loss {loss!r} ranks one scalar per image and cannot train a {head_type} head "
+                         f"({'its pair logit s(a, b)' if head_type == 'gpm' else 'per-annotator mixtures'}); "
+                         "use a pair loss (bt_soft, bt_hard, davidson, pickscore) or a linear/mlp head")
 
 
 def augment(x: Tensor, gen: torch.Generator, hflip: bool = True, crop_scale: float = 1.0,
@@ -58,6 +79,18 @@ def augment(x: Tensor, gen: torch.Generator, hflip: bool = True, crop_scale: flo
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+# the recipe's `augment:` keys are augment()'s options
+AUGMENT_KEYS = tuple(signature_keys(augment, exclude=("x", "gen")))
+
+
+def loss_options(name: str) -> tuple[str, ...]:
+    """The keys a recipe's `loss:` section may hold besides `name` for loss `name`: the keyword options of its
+    adapter in `imgpref.train.losses.LOSSES` (davidson: log_nu, pickscore: tie_offset) plus prompt_weighting."""
+    fn = L_.LOSSES.get(name)
+    own = signature_keys(fn, exclude=("s0", "s1", "votes", "weights")) if fn is not None else []
+    return (*own, *_MODULE_LOSS_KEYS)
+
+
 class RewardModelModule(L.LightningModule):
     """Train `scorer` with `loss` (bt_soft, bt_hard, davidson, pickscore, plackett_luce).
 
@@ -69,8 +102,11 @@ class RewardModelModule(L.LightningModule):
                  optimizer: dict | None = None, mode: dict | str = "full", augment: dict | None = None,
                  seed: int = 0):
         super().__init__()
-        if loss not in PAIR_LOSSES + LISTWISE_LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(PAIR_LOSSES + LISTWISE_LOSSES)}")
+        if loss not in ALL_LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; use one of {', '.join(ALL_LOSSES)}")
+        head = scorer.head
+        check_loss_for_head(loss, "gpm" if isinstance(head, GPMHead) else
+                            "pluralistic" if isinstance(head, PluralisticHead) else type(head).__name__)
         self.scorer = scorer
         self.loss_name = loss
         self.loss_kwargs = dict(loss_kwargs or {})
@@ -172,12 +208,16 @@ class RewardModelModule(L.LightningModule):
         # dropout & co. draw from the global RNG, which Lightning does not checkpoint: make it a function of epoch
         torch.manual_seed(self.seed * 7919 + int(self.current_epoch))
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        if batch["votes"].shape[0] == 0:
+            return None  # every pair of the batch had an unreadable image (dropped by the data module): skip
         loss = self._loss(batch, self.embeddings(batch, train=True))
         self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["votes"].shape[0]))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if batch["votes"].shape[0] == 0:
+            return
         emb = self.embeddings(batch)
         d = self.pair_logits(batch, emb=emb)
         votes = batch["votes"].to(d.dtype)
@@ -201,8 +241,8 @@ class RewardModelModule(L.LightningModule):
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
-            # biases, norms, embeddings-as-vectors and scalars (log_nu, logit scales) are not decayed
-            (decay if p.ndim >= 2 and "positional_embedding" not in name else no_decay).append(p)
+            # biases, norms, embeddings-as-vectors, scalars (log_nu, logit scales) and mixture logits are not decayed
+            (decay if p.ndim >= 2 and not any(k in name for k in _NO_DECAY_NAMES) else no_decay).append(p)
         if not decay and not no_decay:
             raise ValueError(f"nothing to train in mode {self.mode.get('name')!r}: every parameter is frozen")
         opt = torch.optim.AdamW(
@@ -215,7 +255,7 @@ class RewardModelModule(L.LightningModule):
         warm = int(cfg.get("warmup_steps", round(float(cfg.get("warmup_ratio", 0.0)) * total)))
         floor = float(cfg.get("min_lr_ratio", 0.0))
         kind = cfg.get("schedule", "cosine")
-        if kind not in ("cosine", "constant"):
+        if kind not in SCHEDULES:
             raise ValueError(f"optimizer.schedule must be cosine or constant; got {kind!r}")
 
         def factor(step: int) -> float:

@@ -22,7 +22,14 @@ torch_threads (intra-op CPU threads; unset = torch's default).
 Heads: every pair loss trains the head's pair logit (`imgpref.scorers.pref_heads.pair_margin`), so
 `head: {type: gpm, k: ...}` trains the full intransitive GPM, and `head: {type: pluralistic}` learns one mixture
 per annotator of the manifest's `annotator` column (added to the head from the train split). The post-hoc
-bt_scale is fitted on the same pair logit (population mixture for pluralistic heads).
+bt_scale is fitted on the logit that selected the checkpoint (per-annotator for pluralistic heads, which also
+get `bt_scale_population` for their population mixture), and train_summary.json reports that logit's val
+metrics (`selected_by` names it; `val_acc_per_annotator` and `*_population` for pluralistic heads).
+
+Every key of every section is checked by `imgpref.recipes.check_train_recipe` before anything is built or
+written (an unknown key is a one-line ValueError naming its dotted path, with "did you mean"). The scorer files
+are published last (into a hidden folder first, scorer.yaml moved in at the very end, after train_summary.json),
+so `out` loads as a scorer only after a complete run; a new run removes an earlier run's scorer.yaml first.
 
 Resume is exact (same weights and metrics as an uninterrupted run) from the epoch-end checkpoints that
 ModelCheckpoint writes after each validation; a run killed mid-epoch restarts that epoch from its beginning.
@@ -40,6 +47,8 @@ from typing import Any, Sequence
 
 import torch
 import yaml
+
+from imgpref.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +114,13 @@ def _parse_value(raw: str) -> Any:
     return value
 
 
-_KNOWN = {"torch_threads", "seed", "scorer", "mode", "loss", "optimizer", "augment", "data", "trainer", "calibrate",
-          "name", "description"}
-
-
-def _check(cfg: dict[str, Any]) -> None:
-    unknown = sorted(set(cfg) - _KNOWN)
-    if unknown:
-        raise ValueError(f"unknown recipe section(s) {unknown}; known: {sorted(_KNOWN)}")
+# What `train` reads; `imgpref.recipes.check_train_recipe` checks a recipe against these (and the key sets next
+# to the code of each section) before anything is written.
+RECIPE_KEYS = ("torch_threads", "seed", "scorer", "mode", "loss", "optimizer", "augment", "data", "trainer",
+               "calibrate", "name", "description")
+DATA_RESERVED = ("manifest", "preprocess", "seed")           # PreferenceDataModule arguments train sets itself
+TRAINER_RESERVED = ("default_root_dir", "callbacks", "logger", "use_distributed_sampler")
+TRAINER_EXTRA = ("early_stopping", "ema")                    # trainer keys that become callbacks
 
 
 def _precision(value: Any, accelerator: str) -> str:
@@ -150,24 +158,61 @@ def _best_weights(module, path: Path | None) -> bool:
 
 
 @torch.no_grad()
-def _val_scores(module, dm) -> tuple[torch.Tensor, torch.Tensor]:
+def _val_scores(module, dm, population: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(pair logit, vote fraction, annotator) of every val pair: the logit validation (and so checkpoint
+    selection) used (pair_margin: GPM's full s(a, b), a pluralistic head's per-annotator mixture), or with
+    `population=True` a pluralistic head's population mixture (what it predicts for an unknown annotator)."""
     module.eval()
-    diffs, qs = [], []
+    diffs, qs, names = [], [], []
     loaders = dm.val_dataloader()
     for batch in loaders or []:
         batch = {k: (v.to(module.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        # the scorer's own pair probability (pair_margin: GPM's full s(a, b)); a pluralistic head is calibrated
-        # on its population mixture, the scores a saved scorer reports
-        batch.pop("annotators", None)
+        ann = batch.pop("annotators", None) if population else batch.get("annotators")
+        if batch["votes"].shape[0] == 0:  # every pair had an unreadable image (left out by the data module)
+            continue
         v = batch["votes"].double()
         diffs.append(module.pair_logits(batch).double().cpu())
         qs.append(((v[:, 0] + 0.5 * v[:, 2]) / v.sum(1)).cpu())
+        names += [str(a or "") for a in ann] if ann is not None else [""] * int(v.shape[0])
     if not diffs:
-        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
-    return torch.cat(diffs), torch.cat(qs)
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64), []
+    return torch.cat(diffs), torch.cat(qs), names
+
+
+def _val_metrics(d: torch.Tensor, q: torch.Tensor, calibrate: bool, suffix: str = "") -> tuple[dict, float]:
+    """val_nll / val_acc (majority, 50/50 pairs left out) of logits d against q; bt_scale fitted to d."""
+    from imgpref.train.calibrate import bt_nll, fit_bt_scale
+
+    out: dict[str, Any] = {f"val_nll{suffix}": bt_nll(1.0, d.numpy(), q.numpy())}
+    dec = ~torch.isclose(q, torch.tensor(0.5, dtype=q.dtype))
+    out[f"val_acc{suffix}"] = float(((d > 0) == (q > 0.5))[dec].double().mean()) if dec.any() else float("nan")
+    scale = 1.0
+    if calibrate:
+        scale = fit_bt_scale(d, torch.zeros_like(d), q)
+        out[f"val_nll_calibrated{suffix}"] = bt_nll(scale, d.numpy(), q.numpy())
+    return out, scale
 
 
 _EMA_KEYS = {"decay", "update_every_n_steps", "update_starting_at_step", "update_starting_at_epoch", "device"}
+
+
+def ema_options(ema_cfg: Any) -> dict[str, Any]:
+    """The EMAWeightAveraging arguments of `trainer.ema` (`true` = defaults); ValueError naming a bad key/value."""
+    from imgpref.recipes import unknown_key
+
+    opts = {} if ema_cfg is True else ema_cfg
+    if not isinstance(opts, dict):
+        raise ValueError(f"trainer.ema: must be true or a mapping like {{decay: 0.99}}, got {ema_cfg!r}")
+    for key in opts:
+        if key not in _EMA_KEYS:
+            raise ValueError(unknown_key(f"trainer.ema.{key}", key, _EMA_KEYS))
+    try:
+        decay = float(opts.get("decay", 0.999))
+    except (TypeError, ValueError):
+        decay = float("nan")
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"trainer.ema.decay: must be a number in (0, 1), got {opts.get('decay')!r}")
+    return {**opts, "decay": decay}
 
 
 def _ema_callback(ema_cfg: Any):
@@ -176,16 +221,7 @@ def _ema_callback(ema_cfg: Any):
     the final weights are the averaged ones; resume restores both the current and the averaged weights."""
     from lightning.pytorch.callbacks import EMAWeightAveraging
 
-    opts = {} if ema_cfg is True else ema_cfg
-    if not isinstance(opts, dict):
-        raise ValueError(f"trainer.ema must be true or a mapping like {{decay: 0.99}}, got {ema_cfg!r}")
-    unknown = sorted(set(opts) - _EMA_KEYS)
-    if unknown:
-        raise ValueError(f"trainer.ema: unknown key(s) {unknown}; known: {sorted(_EMA_KEYS)}")
-    decay = float(opts.get("decay", 0.999))
-    if not 0.0 < decay < 1.0:
-        raise ValueError(f"trainer.ema.decay must be in (0, 1), got {decay}")
-    return EMAWeightAveraging(**{**opts, "decay": decay})
+    return EMAWeightAveraging(**ema_options(ema_cfg))
 
 
 def train(config: dict | str | Path, data: str | Path, out: str | Path, overrides: Sequence[str] = (),
@@ -200,26 +236,26 @@ def train(config: dict | str | Path, data: str | Path, out: str | Path, override
     from lightning.pytorch.loggers import CSVLogger
 
     from imgpref.data.datamodule import PreferenceDataModule
-    from imgpref.scorers.folder import save_scorer
+    from imgpref.recipes import check_train_recipe
     from imgpref.train.build import build_scorer
-    from imgpref.train.calibrate import bt_nll, fit_bt_scale
+    from imgpref.scorers.pref_heads import GPMHead, PluralisticHead
     from imgpref.train.embed_cache import attach_features
     from imgpref.train.modes import merge_lora
     from imgpref.train.module import RewardModelModule
 
     t0 = time.time()
     cfg = apply_overrides(load_recipe(config), overrides)
-    _check(cfg)
+    check_train_recipe(cfg)  # every key of every section, before anything is built or written
     data = Path(data)
     if not data.is_file():
         raise FileNotFoundError(f"manifest {data} not found (create one with `imgpref data synth` or `data convert`)")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the trained scorer and its checkpoints")
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if resume and not last.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint {last}; run without --resume to start training")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     if cfg.get("torch_threads"):
         # tiny models: one intra-op thread avoids OpenMP spin-waiting, which wrecks wall time on a busy machine
@@ -250,9 +286,12 @@ def train(config: dict | str | Path, data: str | Path, out: str | Path, override
         cache_dir = mode_opts.get("cache_dir")
         table = attach_features(dm, scorer.backbone, num_workers=dm.num_workers,
                                 cache_dir=Path(str(cache_dir)).expanduser() if cache_dir else None,
-                                texts=bool(scorer.head.needs_text))
+                                texts=bool(scorer.head.needs_text), prompt_texts=scorer.prompt_texts)
         log.info("embedding cache: %s", table.stats)
     has_val = len(dm.tables.get(dm.val_split, ())) > 0
+
+    # the run folder is made only now, so a bad recipe, manifest or scorer leaves nothing behind
+    _start_run_folder(out, cfg)
 
     tcfg = dict(cfg.get("trainer") or {})
     es_cfg = tcfg.pop("early_stopping", {"patience": 10})
@@ -261,6 +300,7 @@ def train(config: dict | str | Path, data: str | Path, out: str | Path, override
     precision = _precision(tcfg.pop("precision", "auto"), accelerator)
     if accelerator == "auto" and not torch.cuda.is_available():
         accelerator = "cpu"
+    limit_val = tcfg.pop("limit_val_batches", None)
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR if has_val else None,
                                  mode="min", save_top_k=1, save_last=True, enable_version_counter=False)]
     if has_val and es_cfg:
@@ -284,7 +324,7 @@ def train(config: dict | str | Path, data: str | Path, out: str | Path, override
         enable_model_summary=bool(tcfg.pop("enable_model_summary", False)),
         num_sanity_val_steps=int(tcfg.pop("num_sanity_val_steps", 0)),
         use_distributed_sampler=False,  # PreferenceDataModule shards its own batch plan across ranks
-        limit_val_batches=None if has_val else 0,
+        limit_val_batches=limit_val if has_val else 0,
         **tcfg,
     )
     dm.trainer = trainer
@@ -298,25 +338,73 @@ def train(config: dict | str | Path, data: str | Path, out: str | Path, override
     if module.mode["name"] == "lora":
         merge_lora(scorer)
     metrics: dict[str, float] = {}
+    notes: dict[str, Any] = {}  # non-numeric summary entries (TrainResult.metrics stays numbers only)
     scale = 1.0
+    extra: dict[str, Any] = {}
     if has_val:
-        d, q = _val_scores(module, dm)
-        metrics["val_nll"] = bt_nll(1.0, d.numpy(), q.numpy())
-        dec = ~torch.isclose(q, torch.tensor(0.5, dtype=q.dtype))
-        metrics["val_acc"] = float(((d > 0) == (q > 0.5))[dec].double().mean()) if dec.any() else float("nan")
-        if cfg.get("calibrate", True):
-            scale = fit_bt_scale(d, torch.zeros_like(d), q)
-            metrics["val_nll_calibrated"] = bt_nll(scale, d.numpy(), q.numpy())
-    scorer.info.extra = {**dict(scorer.info.extra or {}), "bt_scale": float(scale)}
+        # the metrics of the logit that selected the checkpoint (validation_step's), and bt_scale fitted to it
+        plural = isinstance(scorer.head, PluralisticHead)
+        d, q, names = _val_scores(module, dm)
+        notes["selected_by"] = f"{MONITOR} of the " + ("per-annotator mixture" if plural else
+                                                          "pairwise s(a, b)" if isinstance(scorer.head, GPMHead)
+                                                          else "score difference") + " logit"
+        part, scale = _val_metrics(d, q, bool(cfg.get("calibrate", True)))
+        metrics.update(part)
+        if plural:  # per annotator, and the population mixture (with its own bt_scale) next to it
+            notes["val_acc_per_annotator"] = {
+                a: _val_metrics(d[idx], q[idx], False)[0]["val_acc"]
+                for a in sorted(set(names) - {""}) for idx in [torch.tensor([n == a for n in names])]}
+            part, pop_scale = _val_metrics(*_val_scores(module, dm, population=True)[:2],
+                                           bool(cfg.get("calibrate", True)), "_population")
+            metrics.update(part)
+            extra["bt_scale_population"] = float(pop_scale)
+            metrics["bt_scale_population"] = float(pop_scale)
+    scorer.info.extra = {**dict(scorer.info.extra or {}), "bt_scale": float(scale), **extra}
     scorer.eval()
     include = None if module.mode["name"] == "head" else True
-    save_scorer(scorer, out, include_backbone=include)
     seconds = time.time() - t0
     result = TrainResult(out=out, scorer_dir=out, scorer=scorer, best_checkpoint=best if best else None,
                          last_checkpoint=last if last.is_file() else None, bt_scale=float(scale),
                          epochs=int(trainer.current_epoch), steps=int(trainer.global_step), seconds=seconds,
                          metrics=metrics)
     summary = {"epochs": result.epochs, "steps": result.steps, "seconds": round(seconds, 2), "bt_scale": scale,
-               "best_checkpoint": str(best) if best else None, "precision": precision, **metrics}
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+               "best_checkpoint": str(best) if best else None, "precision": precision, **metrics, **notes}
+    with atomic_write(out / "train_summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    _publish_scorer(scorer, out, include)  # last: the folder loads as a scorer only when the run is complete
     return result
+
+
+def _start_run_folder(out: Path, cfg: dict[str, Any]) -> None:
+    """Create the run folder and record the recipe; an earlier run's scorer.yaml is removed, so the folder is not
+    a loadable scorer again until this run has written its own (a failed run leaves no stale or half scorer)."""
+    from imgpref.scorers.folder import CONFIG_NAME
+
+    out.mkdir(parents=True, exist_ok=True)
+    old = out / CONFIG_NAME
+    if old.is_file():
+        old.unlink()
+        log.warning("removed %s of an earlier run; %s becomes a scorer folder again when this run finishes", old, out)
+    with atomic_write(out / "recipe.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def _publish_scorer(scorer, out: Path, include_backbone: bool | None) -> None:
+    """Write the scorer folder files into `out` so that it loads only once complete: everything is saved into a
+    hidden temporary folder beside them first, then moved in, scorer.yaml (what makes a folder a scorer) last."""
+    import os
+    import shutil
+
+    from imgpref.scorers.folder import CONFIG_NAME, save_scorer
+
+    tmp = out / f".scorer-{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_scorer(scorer, tmp, include_backbone=include_backbone)
+        for entry in sorted(tmp.iterdir(), key=lambda p: p.name == CONFIG_NAME):
+            dest = out / entry.name
+            if entry.is_dir() and dest.is_dir():
+                shutil.rmtree(dest)
+            os.replace(entry, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from itertools import combinations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,66 @@ def resolve_image(root: Path, rel: str, *fallback_dirs: str) -> Path | None:
         if cand.is_file():
             return cand.resolve()
     return None
+
+
+def rank_pairs(ranks: list[Any]) -> tuple[list[tuple[int, int, tuple[int, int, int]]], str | None]:
+    """Every pair (i < j) of a ranking (lower rank = better): (i, j, votes), equal ranks a tie 0/0/1.
+
+    Returns ([], reason) when a rank is not a number.
+    """
+    try:
+        values = [float(r) for r in ranks]
+    except (TypeError, ValueError):
+        return [], "entry: non-numeric rank"
+    pairs = []
+    for i, j in combinations(range(len(values)), 2):
+        if values[i] < values[j]:
+            pairs.append((i, j, (1, 0, 0)))
+        elif values[i] > values[j]:
+            pairs.append((i, j, (0, 1, 0)))
+        else:
+            pairs.append((i, j, (0, 0, 1)))
+    return pairs, None
+
+
+def add_ranked_pairs(agg: PairAggregator, report: ConvertReport, resolved: list[Path | None],
+                     pairs: list[tuple[int, int, tuple[int, int, int]]], **fields: Any) -> None:
+    """Add the pairs (i, j, votes) of one ranking entry whose images were found; count the others as skipped."""
+    for i, j, votes in pairs:
+        reason = pair_skip_reason(resolved[i], resolved[j])
+        if reason:
+            report.skipped[reason] += 1
+            continue
+        agg.add(str(resolved[i]), str(resolved[j]), *votes, **fields)
+
+
+def pair_skip_reason(image_0: Path | None, image_1: Path | None) -> str | None:
+    """Why a pair of resolved images cannot be a row (missing image, the same image twice), or None."""
+    if image_0 is None or image_1 is None:
+        return "pair: missing image"
+    if image_0 == image_1:
+        return "pair: same image on both sides"
+    return None
+
+
+def find_by_stem(folder: Path, stem: str, cache: dict[Path, dict[str, Path]]) -> Path | None:
+    """The image file named `stem` + any image suffix in `folder` (listed once per folder), or None."""
+    if folder not in cache:
+        cache[folder] = {f.stem: f.resolve() for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES} \
+            if folder.is_dir() else {}
+    return cache[folder].get(stem)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A .csv / .tsv / .parquet / .jsonl table with every value as text ("" for missing)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        df = pd.read_parquet(path)
+    elif suffix in (".jsonl", ".json"):
+        df = pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+    elif suffix in (".csv", ".tsv", ".txt"):
+        df = pd.read_csv(path, sep=None if suffix == ".txt" else ("\t" if suffix == ".tsv" else ","),
+                         dtype=str, keep_default_na=False, engine="python" if suffix == ".txt" else "c")
+    else:
+        raise ValueError(f"{path}: unsupported table type {suffix!r}; use .csv, .tsv, .parquet or .jsonl")
+    return df.astype(object).where(df.notna(), "").astype(str)

@@ -5,7 +5,8 @@ SRC is a .json (list of pairs) or .jsonl (one pair per line) file, or a folder o
 the file's folder (then `<folder>/images/` is tried).
 
 Votes: image_0 = path1, image_1 = path2.
-- choice_dist absent / null: a hard label 1/0/0 (path1 preferred).
+- choice_dist absent / null / "" / [] (empty list): a hard label 1/0/0 (path1 preferred), as HPSv3's own loader
+  reads it (its pairwise dataset labels every pair "path1 preferred" and ignores the vote list).
 - choice_dist of 2 (or 3, the third being ties) non-negative whole numbers: taken as vote counts
   (votes_0 = count for path1, votes_1 = count for path2, votes_tie = third or 0), taken literally even where
   they favour path2.
@@ -57,11 +58,15 @@ def _votes(dist: Any) -> tuple[tuple[int, int, int] | None, str, str | None]:
     """(votes, choice_p0, skip reason) from a choice_dist value."""
     if dist is None or (isinstance(dist, float) and math.isnan(dist)):
         return (1, 0, 0), "", None
+    if isinstance(dist, str) and not dist.strip():  # "" is null in the released long-format JSON
+        return (1, 0, 0), "", None
     if isinstance(dist, str):
         try:
             dist = json.loads(dist)
         except json.JSONDecodeError:
             return None, "", "invalid choice_dist"
+    if isinstance(dist, (list, tuple)) and len(dist) == 0:  # written by HPDv3-format exporters without votes
+        return (1, 0, 0), "", None
     if not isinstance(dist, (list, tuple)) or len(dist) not in (2, 3):
         return None, "", "invalid choice_dist"
     try:
@@ -77,7 +82,7 @@ def _votes(dist: Any) -> tuple[tuple[int, int, int] | None, str, str | None]:
 
 
 def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == []:
         return ""
     return str(value)
 

@@ -60,7 +60,9 @@ class HFClipBackbone(Backbone):
         self.std = tuple(float(s) for s in processor.image_std)
 
     def preprocess(self, image: Image.Image) -> Tensor:
-        return self.processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+        # the processor gets the image as given: it converts to RGB itself (transformers 5 composites
+        # transparency over white, as `imgpref.data.images.to_rgb` does), so the result is the processor's
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
     def pixels_to_input(self, images: Tensor) -> Tensor:
         if self.resize_size != self.image_size:

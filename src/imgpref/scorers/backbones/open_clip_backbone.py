@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from imgpref.scorers.backbones.resize import RESIZE_MODES, pixels_to_clip_input
+from imgpref.data.images import to_rgb
+from imgpref.scorers.backbones.resize import RESIZE_MODES, pixels_to_clip_input, unit_tensor
 from imgpref.scorers.base import Backbone
 
 # open_clip's names for our two eval preprocessing modes
@@ -20,9 +21,11 @@ class OpenClipBackbone(Backbone):
     """open_clip `CLIP` + tokenizer + eval preprocessing.
 
     resize_mode "center_crop": bicubic resize of the short side to `image_size`, centre crop (open_clip's default
-    eval transform). "pad": HPS-style, long side to `image_size`, zero (black) padding centred, then normalise.
-    `preprocess` *is* open_clip's own `image_transform(..., is_train=False)` for that mode; `pixels_to_input` is
-    a differentiable torch equivalent (bicubic with anti-aliasing; equal up to resampling rounding).
+    eval transform; `preprocess` *is* open_clip's `image_transform(..., is_train=False)`, and `pixels_to_input` a
+    differentiable torch equivalent, equal up to resampling rounding). "pad": HPSv2's eval transform, in HPS's
+    order: the image becomes a float tensor first, the tensor's long side is resized to `image_size` (bicubic,
+    antialiased, no clamping), zero (black) padding centred, then normalise; `preprocess` and `pixels_to_input`
+    are the same computation (`resize.resize_long_pad`).
 
     weights_ref: where the weights are published (e.g. {"source": "open_clip", "pretrained": "openai"}), so a
     scorer folder can refer to them instead of copying them; None means "save the weights in the folder".
@@ -79,7 +82,11 @@ class OpenClipBackbone(Backbone):
                    model_config=open_clip.get_model_config(model_name), weights_ref=weights_ref)
 
     def preprocess(self, image: Image.Image) -> Tensor:
-        return self._transform(image.convert("RGB"))
+        # transparency composited over white, as the file loader does (`imgpref.data.images.to_rgb`)
+        image = to_rgb(image)
+        if self.resize_mode == "pad":  # HPS converts to a tensor first and resizes the tensor
+            return pixels_to_clip_input(unit_tensor(image)[None], self.image_size, self.mean, self.std, "pad")[0]
+        return self._transform(image)
 
     def pixels_to_input(self, images: Tensor) -> Tensor:
         return pixels_to_clip_input(images, self.image_size, self.mean, self.std, self.resize_mode)

@@ -1,0 +1,75 @@
+"""`imgpref world pretrain` and `imgpref world base`: build or export the world's base text-to-image model.
+
+    imgpref world pretrain --out DIR [--seed 0] [--threads 2] [--pack]   # rebuild (Lightning, minutes on a CPU)
+    imgpref world base --out DIR                                         # the committed base, in seconds
+
+Both write DIR/pipeline (diffusers `save_pretrained`: `imgpref align --pipeline DIR/pipeline`) and DIR/clip (the
+world CLIP: `scorer.backbone: {type: hf_clip, source: DIR/clip}` in `imgpref train` recipes).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def pretrain_command(
+    out: Path = typer.Option(..., "--out", help="Folder for pipeline/, clip/ and pretrain.json."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the scenes, the held-out combos and every weight."),
+    threads: int = typer.Option(2, "--threads", help="torch CPU threads (results depend on the thread count)."),
+    pack: bool = typer.Option(False, "--pack", help="Also write the fp16 pack into the package "
+                              "(src/imgpref/world/pretrained/), replacing the committed base."),
+    quick: bool = typer.Option(False, "--quick", help="A few steps per stage (a smoke test; the model is useless)."),
+) -> None:
+    """Pretrain the world CLIP, VAE and UNet with Lightning and save the base pipeline (deterministic from --seed)."""
+    from imgpref.cli.errors import usage_error
+    from imgpref.cli.lightning_logs import configure_lightning_logging
+
+    if out.exists() and not out.is_dir():
+        usage_error(f"--out {out} is a file; pass a folder (it is created if missing)")
+    if threads < 1:
+        usage_error(f"--threads must be >= 1; got {threads}")
+    configure_lightning_logging()
+    from dataclasses import asdict
+
+    from imgpref.world.base_model import PretrainSizes, pretrain_world, sample_fidelity
+    from imgpref.world.reward import world_prompts
+
+    typer.echo(f"pretraining the world base into {out} (seed {seed}, {threads} threads)")
+    pipe, clip, report = pretrain_world(out, seed=seed, sizes=PretrainSizes.quick() if quick else None,
+                                        threads=threads, log=typer.echo)
+    test = world_prompts(seed, 0, 0, 32, combo_seed=seed)["test"]
+    fid = sample_fidelity(pipe, test, seeds=2)["fidelity"]
+    report.metrics["heldout_fidelity"] = float(fid.mean())
+    (out / "pretrain.json").write_text(json.dumps(asdict(report), indent=2))
+    typer.echo(f"gold fidelity of samples on {len(test)} held-out prompts x 2 seeds: {fid.mean():.3f}")
+    if pack:
+        from imgpref.world.store import pack_world
+
+        typer.echo(f"packed into {pack_world(pipe, clip, report=asdict(report))}")
+    typer.echo(json.dumps({"seconds": report.seconds, "cpu_seconds": report.cpu_seconds}, indent=None))
+
+
+def base_command(
+    out: Path = typer.Option(..., "--out", help="Folder for pipeline/ and clip/ (save_pretrained folders)."),
+) -> None:
+    """Write the committed world base (fp16 pack in the package) as save_pretrained folders, without training."""
+    from imgpref.cli.errors import usage_error
+    from imgpref.world.base_model import save_world
+    from imgpref.world.store import load_world
+
+    if out.exists() and not out.is_dir():
+        usage_error(f"--out {out} is a file; pass a folder (it is created if missing)")
+    try:
+        pipe, clip = load_world()
+    except FileNotFoundError as exc:
+        usage_error(exc)
+    save_world(pipe, clip, out)
+    typer.echo(f"wrote {out / 'pipeline'} and {out / 'clip'}")
+
+
+def add_pretrain(world_app: typer.Typer) -> None:
+    """Attach `pretrain` and `base` to the `imgpref world` group."""
+    world_app.command("pretrain")(pretrain_command)
+    world_app.command("base")(base_command)
