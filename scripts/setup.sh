@@ -21,4 +21,4 @@ fi
 python -m pip install -q --upgrade pip
 # torch first, pinned to the build that lies on this machine's disk (CPU use; CUDA build)
 python -m pip install -q torch==2.14.1 torchvision==0.29.1
-python -m pip install -q -e ".[dev]"
+python -m pip install -q -e ".[dev,ray]"  # ray: the Ray engine of `imgpref score` is tested in CI

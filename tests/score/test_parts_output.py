@@ -138,3 +138,80 @@ def test_embeddings_read_back_reproduce_the_scores(tmp_path, dataset):
             again = s.score_embeddings(x, txt).numpy()
             stored = df[df["scorer"] == s.name].set_index("path").loc[list(emb["key"]), "score"].to_numpy()
             np.testing.assert_allclose(again, stored, atol=1e-5, rtol=0)
+
+
+def test_cli_scores_shards_into_parts_and_reports_usage_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from imgpref.cli import app
+
+    ds = write_sample_dataset(tmp_path / "wds", shards=2, per_shard=2, bad={1: "empty"})
+    runner = CliRunner()
+    args = ["score", str(tmp_path / "wds"), "-s", "contrast", "--out", f"{tmp_path}/out/", "-q"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    df = parts_output.read_parts(tmp_path / "out")
+    assert sorted(df["path"]) == sorted(ds["expect"]) and df["error"].notna().sum() == 1
+    again = runner.invoke(app, args)  # parts exist: resume or delete, one line, exit 2
+    assert again.exit_code == 2 and "--resume" in again.output
+    bad = runner.invoke(app, args[:-2] + ["--out", f"{tmp_path}/o2/", "--engine", "spark"])
+    assert bad.exit_code == 2 and "--engine" in bad.output
+
+
+_KILLED_RUN = """
+import sys, time, torch
+torch.set_num_threads(1)
+from imgpref.scorers.stages import EmbedAndScore
+from imgpref.scorers.score_dataset import score_dataset
+from imgpref.scorers.tiny_scorers import tiny_clip_scorers
+real = EmbedAndScore.__call__
+def slow(self, batch):
+    time.sleep(0.4)  # slow enough for the parent to kill it mid-run
+    return real(self, batch)
+EmbedAndScore.__call__ = slow
+score_dataset(sys.argv[2:], tiny_clip_scorers(n_linear=1, cosine=False), out=sys.argv[1], batch_size=2,
+              progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume_gives_one_row_per_sample(tmp_path, dataset):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    script = tmp_path / "run.py"
+    script.write_text(_KILLED_RUN)
+    proc = subprocess.Popen([sys.executable, str(script), f"{out}/", *_inputs(dataset)])
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("part-*.parquet"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _all_part_rows(out)
+    before, ok_before = len(partial), int(partial["error"].isna().sum())
+    assert 0 < before < len(dataset["expect"])  # killed mid-run
+    df = score_dataset(_inputs(dataset), tiny_clip_scorers(n_linear=1, cosine=False), out=f"{out}/",
+                       batch_size=2, progress=False, resume=True)
+    on_disk = _all_part_rows(out)
+    # failed rows are tried again (as score_paths does) and replace the old row on disk
+    assert df.attrs["stats"]["rows_new"] == len(dataset["expect"]) - ok_before
+    assert len(on_disk) == len(dataset["expect"]) and not on_disk.duplicated(["abs_path", "scorer"]).any()
+    assert not list(out.glob(".*"))  # no temporary part left visible to readers
+
+
+def test_resume_with_save_embeddings_embeds_rows_scored_without_them(tmp_path, dataset):
+    scorers = tiny_clip_scorers(n_linear=1, cosine=False)
+    out = tmp_path / "out"
+    score_dataset([str(dataset["table"])], scorers, out=f"{out}/", batch_size=3, progress=False)
+    assert not (out / "embeddings").exists()
+    df = score_dataset([str(dataset["table"])], scorers, out=f"{out}/", batch_size=3, progress=False,
+                       resume=True, save_embeddings=True)
+    assert df.attrs["stats"]["rows_new"] == 4  # scores without embeddings are not "done" for this run
+    on_disk = _all_part_rows(out)
+    assert len(on_disk) == 4 and not on_disk.duplicated(["abs_path", "scorer"]).any()
+    emb, _ = parts_output.read_embeddings(out)
+    n_ok = sum(e is None for k, e in dataset["expect"].items() if "images.parquet" in k)
+    assert len(emb) == n_ok and emb["key"].is_unique

@@ -94,3 +94,123 @@ def test_gpm_eval_uses_the_pair_probability_and_matches_train_summary(tmp_path):
         summary = json.loads((tmp_path / name / "train_summary.json").read_text())
         assert res[name, "val"]["accuracy"] == pytest.approx(summary["val_acc"], abs=0.02)
     assert "pairwise" in json.loads((tmp_path / "gpm" / "train_summary.json").read_text())["selected_by"]
+
+
+# ------------------------------------------------------------------------------------- fast unit checks
+def test_borda_scores_and_pair_logits_from_outputs_hand_computed():
+    from imgpref.scorers.pref_heads import GPMHead, borda_scores, item_outputs, pair_logit_from_outputs
+
+    head = GPMHead(2, k=1)
+    with torch.no_grad():  # v = embedding
+        head.layers[-1].weight.copy_(torch.eye(2))
+        head.layers[-1].bias.zero_()
+    e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    o = item_outputs(head, e)
+    # s(a, b) = a0 b1 - a1 b0: s(0, 1) = 1, s(0, 2) = 0, s(1, 2) = 0 * 0 - 1 * (-1) = 1
+    torch.testing.assert_close(pair_logit_from_outputs(head, o[[0, 0, 1]], o[[1, 2, 2]]), torch.tensor([1.0, 0, 1]))
+    sig1 = 1 / (1 + np.exp(-1.0))
+    expect = [(sig1 + 0.5) / 2, ((1 - sig1) + sig1) / 2, (0.5 + (1 - sig1)) / 2]
+    torch.testing.assert_close(borda_scores(head, o), torch.tensor(expect, dtype=torch.float32))
+
+
+def test_model_cyclic_triad_rate_counts_the_models_own_cycles():
+    from imgpref.eval.votes import vote_metrics
+
+    votes = np.array([[9, 1, 0], [9, 1, 0], [9, 1, 0]])  # a > b, b > c, c > a: one cyclic triad in the votes
+    items = (np.array(["a", "b", "c"]), np.array(["b", "c", "a"]))
+    cyc = vote_metrics(np.array([0.8, 0.7, 0.9]), votes, ["g"] * 3, *items, np.zeros(3), np.zeros(3), n_resamples=10)
+    tra = vote_metrics(np.array([0.8, 0.7, 0.2]), votes, ["g"] * 3, *items, np.zeros(3), np.zeros(3), n_resamples=10)
+    assert cyc["cyclic_triad_rate"] == 1.0 and cyc["model_cyclic_triad_rate"] == 1.0
+    assert tra["model_cyclic_triad_rate"] == 0.0
+
+
+def test_recipe_checker_refuses_plackett_luce_for_pairwise_heads_and_warns_on_gpm_settings():
+    from imgpref.recipes import check_train_recipe
+    from imgpref.train.run import load_recipe
+
+    cfg = load_recipe(RECIPE)
+    cfg["scorer"]["head"] = {"type": "gpm", "k": 2, "normalize": False}
+    check_train_recipe(cfg)
+    with pytest.raises(ValueError, match="plackett_luce.*cannot train a gpm head"):
+        check_train_recipe({**cfg, "loss": {"name": "plackett_luce"}})
+    with pytest.warns(UserWarning, match="learn no cycle"):
+        check_train_recipe({**cfg, "scorer": {**cfg["scorer"], "head": {"type": "gpm", "k": 1}}})
+    with pytest.raises(ValueError, match="GPM is a head"):
+        check_train_recipe({**cfg, "loss": {"name": "gpm"}})
+
+
+def _tiny_scorer_folder(tmp_path, head, name="t"):
+    from imgpref.scorers.backbones.open_clip_backbone import OpenClipBackbone
+    from imgpref.scorers.base import Scorer, ScorerInfo
+    from imgpref.scorers.folder import save_scorer
+    from imgpref.scorers.tiny import tiny_open_clip_model
+
+    model, arch = tiny_open_clip_model(0)
+    scorer = Scorer(OpenClipBackbone.from_model(model, arch), head, ScorerInfo(name))
+    scorer.eval()
+    return scorer, save_scorer(scorer, tmp_path / name)
+
+
+def _images(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k in range(n):
+        p = folder / f"im{k}.png"
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(p)
+        out.append(p)
+    return out
+
+
+def test_score_refuses_a_gpm_scalar_and_writes_a_rotation_invariant_borda_ranking(tmp_path):
+    from imgpref.scorers.pref_heads import GPMHead
+
+    torch.manual_seed(0)
+    head = GPMHead(32, k=2)  # the tiny backbone's embedding width
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    scorer, folder = _tiny_scorer_folder(tmp_path, head, "g")
+    paths = _images(tmp_path / "imgs", 4)
+    res = CliRunner().invoke(app, ["score", str(tmp_path / "imgs"), "--scorer", str(folder), "--out",
+                                   str(tmp_path / "s.csv"), "-q"])
+    assert res.exit_code == 2 and "no per-image score" in res.output
+    res = CliRunner().invoke(app, ["compare", str(tmp_path / "imgs"), str(tmp_path / "imgs"), "--scorer",
+                                   str(folder), "-q"])
+    assert res.exit_code == 2 and "pairwise (GPM)" in res.output
+    # expected Borda scores, computed here from the preference vectors with the GPM form written out
+    with torch.no_grad():
+        v = head.vectors(scorer.embed_images(torch.stack([scorer.preprocess(Image.open(p)) for p in paths])))
+    s = v[:, None, 0] * v[None, :, 1] - v[:, None, 1] * v[None, :, 0] + v[:, None, 2] * v[None, :, 3] \
+        - v[:, None, 3] * v[None, :, 2]
+    expect = ((torch.sigmoid(s).sum(1) - 0.5) / 3).numpy()
+    got = {}
+    for tag in ("plain", "rotated"):
+        if tag == "rotated":  # rotate each 2-d block: s(a, b) is unchanged, the per-image scalar is not
+            c, si = np.cos(1.0), np.sin(1.0)
+            rot = torch.tensor([[c, -si], [si, c]], dtype=torch.float32)
+            with torch.no_grad():
+                last = head.layers[-1]
+                for b in range(2):
+                    last.weight[2 * b:2 * b + 2] = rot @ last.weight[2 * b:2 * b + 2]
+                    last.bias[2 * b:2 * b + 2] = rot @ last.bias[2 * b:2 * b + 2]
+            _, folder = _tiny_scorer_folder(tmp_path, head, "g_rot")
+        out = tmp_path / f"{tag}.csv"
+        res = CliRunner().invoke(app, ["score", str(tmp_path / "imgs"), "--scorer", str(folder), "--out", str(out),
+                                       "--gpm-ranking", "borda", "-q"])
+        assert res.exit_code == 0, res.output
+        df = pd.read_csv(out).sort_values("path")
+        got[tag] = df["score"].to_numpy()
+    np.testing.assert_allclose(got["plain"], expect, atol=1e-5)
+    np.testing.assert_allclose(got["rotated"], expect, atol=1e-4)
+
+
+def test_group_bootstrap_stat_resamples_whole_groups():
+    from imgpref.eval.bootstrap import group_bootstrap_stat
+
+    # two groups: a draw of whole groups has max value 1 (group a drawn) or 5 (group b drawn)
+    values = np.array([1.0, 1.0, 5.0, 5.0, 5.0])
+    groups = ["a", "a", "b", "b", "b"]
+    lo, hi = group_bootstrap_stat(lambda rows: values[rows].max(), groups, n_resamples=400, seed=0)
+    assert (lo, hi) == (1.0, 5.0)  # P(only a drawn) = 1/4: both values inside the 95% interval
+    lo, hi = group_bootstrap_stat(lambda rows: float(len(set(values[rows]))) * 0 + 2.0, groups, n_resamples=50)
+    assert (lo, hi) == (2.0, 2.0)

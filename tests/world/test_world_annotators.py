@@ -84,10 +84,10 @@ def test_build_manifest_is_canonical_and_counts_votes(tmp_path):
     judged = {"fidelity": np.linspace(0, 1, 8), "aesthetics": np.full(8, 0.5), "utility": np.zeros(8)}
     cfg = AnnotatorConfig(votes_per_pair=7)
     m = build_manifest(items, judged, cfg, seed=0)
-    assert len(m) == 12 and (m[["votes_0", "votes_1", "votes_tie"]].sum(1) == 7).all()
+    assert len(m) == 12 and (m[["votes_0", "votes_1", "votes_tie"]].sum(axis=1) == 7).all()
     assert set(m["group"]) == {"a", "b"} and (m.loc[m.group == "b", "split"] == "test").all()
     per = build_manifest(items, judged, cfg, seed=0, per_annotator=True)
-    assert len(per) == 12 * 7 and (per[["votes_0", "votes_1", "votes_tie"]].sum(1) == 1).all()
+    assert len(per) == 12 * 7 and (per[["votes_0", "votes_1", "votes_tie"]].sum(axis=1) == 1).all()
     # per-vote rows aggregate to the same counts as the aggregated manifest (same seed, same draws)
     agg = per.groupby(["image_0", "image_1"])[["votes_0", "votes_1", "votes_tie"]].sum().sort_index()
     np.testing.assert_array_equal(agg.to_numpy(), m.set_index(["image_0", "image_1"]).sort_index()[

@@ -76,3 +76,30 @@ def test_world_gold_is_a_preset_without_importing_the_world():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["world-gold", "False"]
+
+
+@pytest.mark.slow
+def test_micro_loop_on_the_committed_base_writes_every_stage(tmp_path, monkeypatch):
+    """The whole chain at toy size on the committed base: votes -> RM -> eval vs gold -> RM-labelled pairs ->
+    DPO and MaPO (2 steps each) -> compared with the base on held-out prompts. Plumbing only: the numbers of a
+    run this small mean nothing (benchmarks hold the real ones)."""
+    import json
+
+    from imgpref.world import store
+    from imgpref.world.loop import run_loop
+
+    if not (store.PACK_DIR / store.PACK_WEIGHTS).is_file():
+        pytest.skip("the committed world base pack is missing (imgpref world pretrain --pack writes it)")
+    monkeypatch.setenv("IMGPREF_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    cfg = LoopConfig(k_votes=3, n_train_prompts=6, n_val_prompts=3, n_test_prompts=4,
+                     rm_overrides=("trainer.max_epochs=1",), n_pair_prompts=4, k_pairs=3, curve_steps=(1, 2),
+                     n_eval_prompts=3, eval_seeds=1)
+    summary = run_loop(tmp_path / "loop", config=cfg)
+    out = tmp_path / "loop"
+    assert json.loads((out / "loop_summary.json").read_text())["seconds"]["total"] > 0
+    assert 0 <= summary["rm_eval"]["accuracy"] <= 1 and summary["rm_eval"]["oracle_accuracy"] > 0
+    assert [(r["method"], r["steps"]) for r in summary["curve"]] == [("dpo", 1), ("dpo", 2), ("mapo", 1), ("mapo", 2)]
+    for m in ("dpo", "mapo"):
+        assert (out / f"eval_{m}" / "grid.png").is_file() and summary["final"][m]["align_eval"]["gold_win"] >= 0
+    assert (out / "overoptimisation.png").is_file() and (out / "curve.csv").is_file()

@@ -1,7 +1,6 @@
 """The reward-model half of the world loop: generation sets, vote manifests, evaluation against the gold oracle,
-and (slow) a reward model fine-tuned from a briefly pretrained world CLIP on simulated votes."""
+and (slow) a reward model fine-tuned from the world CLIP on simulated votes."""
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -26,7 +25,7 @@ def test_generation_set_and_manifest(standin_set):
     df = read_manifest(manifest)
     assert len(df) == 24 * 6                                   # all 6 pairs of 4 images per prompt
     assert set(df["split"]) == {"train", "val", "test"}
-    assert (df[["votes_0", "votes_1", "votes_tie"]].sum(1) == 5).all()
+    assert (df[["votes_0", "votes_1", "votes_tie"]].sum(axis=1) == 5).all()
     # both images of a pair belong to the same prompt, and the group is that prompt
     by_path = dict(zip((str((out / p).resolve()) for p in items["path"]), items["prompt_id"]))
     assert all(by_path[a] == by_path[b] == g for a, b, g in zip(df["image_0"], df["image_1"], df["group"]))
@@ -80,5 +79,6 @@ def test_reward_model_from_world_clip_beats_chance_and_nears_oracle(tmp_path):
     result = train_reward_model(manifest, tmp_path / "rm", clip_dir,
                                 overrides=["trainer.max_epochs=4", "trainer.early_stopping.patience=4"])
     res = evaluate_vs_gold(result.scorer, manifest, n_resamples=50)
-    print("world RM:", {k: res[k] for k in ("accuracy", "oracle_accuracy", "ratio")})
-    assert res["accuracy"] > 0.6 and res["ratio"] > 0.6
+    # measured: with the committed pack's CLIP accuracy 0.780 vs oracle 0.912 (ratio 0.855), ~30 s; with the
+    # CLIP pretrained here (no pack) 0.681 vs 0.912 (ratio 0.747)
+    assert res["accuracy"] > 0.6 and res["ratio"] > 0.65

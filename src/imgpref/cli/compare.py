@@ -66,6 +66,7 @@ def compare(
     n_boot: int = typer.Option(2000, "--n-boot", min=1, help="Bootstrap resamples for the 95% interval."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary table."),
+    annotator: Optional[str] = typer.Option(None, "--annotator", help="Pluralistic scorers: compare with this annotator's mixture instead of the population's."),
 ) -> None:
     """Compare two folders image by image: win rate of A over B per scorer with a bootstrap 95% interval.
 
@@ -89,6 +90,9 @@ def compare(
                 raise FileNotFoundError(f"{label} {str(d)!r} is not an existing folder; pass a folder of images")
         specs = [str(s) for s in scorer]
         scorers = load_scorers_for_cli(specs, weights, device)
+        from imgpref.scorers.pref_heads import per_image_scorers
+
+        per_image_scorers(scorers, annotator=annotator, command="compare")  # GPM heads have no per-image score
         result = compare_folders(
             dir_a, dir_b, scorers, n_boot=n_boot, seed=seed, prompt=prompt, prompts=prompts,
             batch_size=batch_size, num_workers=workers, device=device, precision=precision, cache=cache,

@@ -52,6 +52,19 @@ def check_output_options(out: Path | None, report: Path | None, cache: Path | No
         raise ValueError(f"--cache {cache} is a file; pass a folder (it is created when missing)")
 
 
+def uses_dataset_engine(paths, out, out_format: str | None, engine: str, save_embeddings: bool) -> bool:
+    """True when the run needs the streaming dataset engine (`imgpref.scorers.score_dataset`): a table, tar
+    shard, path list or glob among the inputs, a parts folder as output, --engine ray or --save-embeddings."""
+    from imgpref.data.sources import is_dataset_input
+    from imgpref.scorers.parts_output import is_parts_output
+
+    if engine not in ("local", "ray"):
+        raise ValueError(f"--engine {engine!r}: use local or ray")
+    globbed = any(not os.path.exists(str(p)) and set("*?[") & set(str(p)) for p in paths)
+    return (engine == "ray" or save_embeddings or is_parts_output(out, out_format) or globbed
+            or any(is_dataset_input(p) for p in paths))
+
+
 def load_scorers_for_cli(specs: list[str], weights: list[str] | None, device: str | None):
     """Load scorers (sharing backbones); a seam tests can replace."""
     from imgpref.scorers.registry import load_scorers
@@ -98,7 +111,7 @@ def _print_summary(table, out: Path, seconds: float, stats: dict) -> None:
 def score(
     paths: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     scorer: List[str] = typer.Option(..., "--scorer", "-s", help="Preset name, scorer folder or hf-hub:org/repo; repeat for several."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output table: .csv, .jsonl or .parquet (one row per image and scorer)."),
+    out: str = typer.Option(..., "--out", "-o", help="Output table: .csv, .jsonl or .parquet (one row per image and scorer), or DIR/ for Parquet parts (str, not Path: a trailing slash means parts)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="One prompt for every image (wins over --prompts and sidecar .txt)."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="CSV/JSONL with path (or file/image) and prompt columns; wins over sidecar .txt files."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML report."),
@@ -112,6 +125,14 @@ def score(
     strict: bool = typer.Option(False, "--strict", help="Exit with status 1 if any image could not be scored."),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="Weights for a preset: PATH (one scorer) or SCORER=PATH."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+    out_format: Optional[str] = typer.Option(None, "--format", help="file (one table) or parts (a folder of Parquet part files written as work completes; also implied by a trailing slash on --out)."),
+    engine: str = typer.Option("local", "--engine", help="local (default) or ray (Ray Data: decode on CPU tasks, models in an actor pool; needs imgpref[ray])."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: auto (join the running cluster) or HOST:PORT; none starts a local Ray."),
+    save_embeddings: bool = typer.Option(False, "--save-embeddings", help="Also write each backbone's image embeddings (parts output: OUT/embeddings/)."),
+    image_column: Optional[str] = typer.Option(None, "--image-column", help="Parquet/CSV inputs: the column holding image paths, bytes or HF image structs (default: found by name)."),
+    prompt_column: Optional[str] = typer.Option(None, "--prompt-column", help="Parquet/CSV inputs: the prompt column (default: prompt, caption or text when present)."),
+    annotator: Optional[str] = typer.Option(None, "--annotator", help="Pluralistic scorers: score with this annotator's mixture instead of the population's."),
+    gpm_ranking: Optional[str] = typer.Option(None, "--gpm-ranking", help="Pairwise (GPM) scorers, which have no per-image score: 'borda' writes each image's Borda score within its folder (mean P(beats each other image of the folder))."),
 ) -> None:
     """Score images: one row per (image, scorer) with path, scorer, score, prompt, error.
 
@@ -127,18 +148,46 @@ def score(
             raise ValueError("pass either --prompt TEXT or --prompts FILE, not both")
         if report is not None and importlib.util.find_spec("imgpref.eval.report") is None:
             raise ValueError("--report needs imgpref.eval.report, which this installation lacks")
-        check_output_options(out, report, cache)
+        dataset = uses_dataset_engine(paths, out, out_format, engine, save_embeddings)
+        check_output_options(None if dataset else out, report, cache)
         specs = [str(s) for s in scorer]
         scorers = load_scorers_for_cli(specs, weights, device)
+        from imgpref.scorers.pref_heads import per_image_scorers
+
+        gpm = per_image_scorers(scorers, annotator=annotator, gpm_ranking=gpm_ranking)
+        if gpm and dataset:
+            raise ValueError("--gpm-ranking applies to files and folders on the local engine only")
         code = EXIT_OK
-        try:
-            table = score_paths(
-                [str(p) for p in paths], scorers, prompt=prompt, prompts=prompts, out=out,
-                batch_size=batch_size, num_workers=workers, device=device, precision=precision, fast=fast,
-                resume=resume, cache=cache, strict=strict, progress=not quiet,
+        if dataset:
+            from imgpref.scorers.score_dataset import score_dataset
+
+            if cache is not None or workers is not None:
+                raise ValueError("--cache and --workers apply to folders on the local engine; datasets (tables, "
+                                 "tar shards, --format parts, --engine ray) stream without them")
+            table = score_dataset(
+                [str(p) for p in paths], scorers, out=out, out_format=out_format, prompt=prompt, prompts=prompts,
+                image_column=image_column, prompt_column=prompt_column, batch_size=batch_size, device=device,
+                precision=precision, fast=fast, resume=resume, save_embeddings=save_embeddings, engine=engine,
+                ray_address=ray_address, progress=not quiet,
             )
-        except ScoringFailed as exc:
-            table, code = exc.table, EXIT_FAILED
+            if strict and table["error"].notna().any():
+                code = EXIT_FAILED
+        else:
+            try:
+                table = score_paths(
+                    [str(p) for p in paths], scorers, prompt=prompt, prompts=prompts, out=out,
+                    batch_size=batch_size, num_workers=workers, device=device, precision=precision, fast=fast,
+                    resume=resume, cache=cache, strict=strict, progress=not quiet,
+                )
+            except ScoringFailed as exc:
+                table, code = exc.table, EXIT_FAILED
+            if gpm:  # pairwise heads: the documented ranking replaces the non-identifiable scalar
+                from imgpref.eval.scoring import gpm_borda_scores
+                from imgpref.scorers.output import write_scores
+
+                for s in gpm:
+                    table = gpm_borda_scores(table, s, batch_size=batch_size or 32)
+                write_scores(table, out)
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None

@@ -22,6 +22,13 @@ def group_sums(values, groups, weights=None) -> tuple[np.ndarray, np.ndarray, np
     return labels, num, den
 
 
+def _check_resampling(level: float, n_resamples: int) -> None:
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1); got {level}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1; got {n_resamples}")
+
+
 def bootstrap_ratio_ci(
     numerators,
     denominators,
@@ -37,10 +44,7 @@ def bootstrap_ratio_ci(
     den = np.asarray(denominators, dtype=np.float64).reshape(-1)
     if num.shape != den.shape:
         raise ValueError("numerators and denominators must have the same length")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1); got {level}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1; got {n_resamples}")
+    _check_resampling(level, n_resamples)
     g = num.size
     if g == 0:
         return float("nan"), float("nan")
@@ -68,3 +72,28 @@ def group_bootstrap_ci(
     """CI of the weighted mean of per-pair `values` (e.g. 0/1 correct), resampling `groups` with replacement."""
     _, num, den = group_sums(values, groups, weights)
     return bootstrap_ratio_ci(num, den, n_resamples, level, seed)
+
+
+def group_bootstrap_stat(
+    statistic,
+    groups,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int | None = 0,
+) -> tuple[float, float]:
+    """Percentile CI of any `statistic(rows)` (rows: int indices of the pairs drawn) when whole groups are drawn
+    with replacement, for statistics that are not ratios of per-group sums (e.g. ECE). NaN results are dropped."""
+    _check_resampling(level, n_resamples)
+    labels, inv = np.unique(np.asarray(groups, dtype=object).astype(str).reshape(-1), return_inverse=True)
+    if labels.size == 0:
+        return float("nan"), float("nan")
+    members = [np.flatnonzero(inv == k) for k in range(labels.size)]
+    rng = np.random.default_rng(seed)
+    stats = np.array([statistic(np.concatenate([members[k] for k in draw]))
+                      for draw in rng.integers(0, labels.size, size=(n_resamples, labels.size))], dtype=np.float64)
+    stats = stats[np.isfinite(stats)]
+    if stats.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return float(lo), float(hi)

@@ -18,8 +18,8 @@ What is evaluated is what the model predicts (`prediction` in metrics.json says 
   (all rows when the manifest has none of NAME's); `per_annotator=True` uses each row's own annotator (manifest
   column `annotator`; unknown or empty -> population mixture). bt_scale is the one fitted to that logit
   (`bt_scale` for per-annotator logits, `bt_scale_population` for the population mixture when present).
-With `per_annotator=True` (any head) the votes protocol also reports `per_annotator`: accuracy, NLL (each with
-a by-group bootstrap CI), ECE and counts per annotator, next to the population numbers.
+With `per_annotator=True` (any head) the votes protocol also reports `per_annotator`: accuracy, NLL and ECE
+(each with a by-group bootstrap CI) and counts per annotator, next to the population numbers (`ece_ci` too).
 
 The label of a row is its vote majority (0, 1 or 0.5 when votes_0 == votes_1). Scores of lower-is-better scorers
 are negated first, so "higher is better" everywhere below. `accuracy_ci` is a 95% bootstrap interval that
@@ -38,7 +38,7 @@ import pandas as pd
 from imgpref.atomic import atomic_write
 from imgpref.csv_safe import write_csv
 from imgpref.eval import protocols as P
-from imgpref.eval.bootstrap import bootstrap_ratio_ci, group_bootstrap_ci
+from imgpref.eval.bootstrap import bootstrap_ratio_ci, group_bootstrap_ci, group_bootstrap_stat
 from imgpref.eval.calibration import reliability_diagram
 from imgpref.eval.scoring import score_pairs
 from imgpref.eval.votes import vote_fractions, vote_metrics
@@ -111,6 +111,7 @@ def _protocol_votes(scorer, df, s0, s1, ids, *, d, bt_scale, per_annotator, n_re
         n_resamples=n_resamples, seed=seed, return_groups=True,
     )
     metrics["bt_scale"] = bt_scale
+    metrics["ece_ci"] = _ece_ci(p, vote_fractions(_votes(df)), df["group"].astype(str).to_numpy(), n_resamples, seed)
     if per_annotator:
         metrics["per_annotator"] = _per_annotator(p, df, n_resamples=n_resamples, seed=seed)
     if out is not None:
@@ -142,8 +143,17 @@ def _per_annotator(p: np.ndarray, df: pd.DataFrame, *, n_resamples: int, seed: i
         out[name] = {"accuracy": met["accuracy"], "accuracy_ci": met["accuracy_ci"], "nll": met["nll"],
                      "nll_ci": list(bootstrap_ratio_ci(sums, np.bincount(inv).astype(float),
                                                        n_resamples=n_resamples, seed=seed)),
-                     "ece": met["ece"], "n_pairs": met["n_pairs"], "n_decisive": met["n_decisive"]}
+                     "ece": met["ece"], "ece_ci": _ece_ci(p[m], q, groups[m], n_resamples, seed),
+                     "n_pairs": met["n_pairs"], "n_decisive": met["n_decisive"]}
     return out
+
+
+def _ece_ci(p: np.ndarray, q: np.ndarray, groups: np.ndarray, n_resamples: int, seed: int) -> list[float]:
+    """By-group bootstrap CI of the ECE (10 bins) of p against q."""
+    from imgpref.eval import calibration as cal
+
+    return list(group_bootstrap_stat(lambda rows: cal.ece(p[rows], q[rows]), groups,
+                                     n_resamples=n_resamples, seed=seed))
 
 
 def _head_kind(scorer) -> str:
@@ -163,8 +173,8 @@ def _row_annotators(kind: str, scorer, df: pd.DataFrame, annotator: str | None,
                              f"{kind} head (use --per-annotator for a per-annotator breakdown of its numbers)")
         known = scorer.head.annotators
         if annotator not in known:
-            raise ValueError(f"annotator {annotator!r} is not known to the scorer; known: {', '.join(known) or '(none)'}"
-                             " (add one with `imgpref annotator fit`)")
+            raise ValueError(f"annotator {annotator!r} is not known to the scorer; known: "
+                             f"{', '.join(known) or '(none)'} (add one with `imgpref annotator fit`)")
         return [annotator] * len(df)
     if per_annotator:
         if "annotator" not in df.columns or not (df["annotator"].astype(str) != "").any():
@@ -336,8 +346,8 @@ def evaluate(
             raise ValueError("the Pick-a-Pic threshold is tuned on 'val'; evaluate another split or pass --threshold")
     # score evaluated and validation rows in one pass so shared images are scored once
     both = pd.concat([df, val_df], ignore_index=True) if val_df is not None and len(val_df) else df
+    ann = _row_annotators(kind, scorer, both, annotator, per_annotator)  # usage errors before any scoring
     ps = score_pairs(scorer, both, batch_size=batch_size, progress=progress, outputs=kind != "scalar")
-    ann = _row_annotators(kind, scorer, both, annotator, per_annotator)
     extra = dict(getattr(getattr(scorer, "info", None), "extra", None) or {})
     bt_scale = float(extra.get("bt_scale", 1.0))
     if kind == "pluralistic" and ann is None:

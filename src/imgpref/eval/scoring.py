@@ -132,3 +132,42 @@ def score_pairs(scorer, df: pd.DataFrame, batch_size: int = 32, progress: bool =
             outs = np.full((len(todo), 1), np.nan)
         return PairScores(s0, s1, id0, id1, errors, outs[r0], outs[r1])
     return PairScores(s0, s1, id0, id1, errors)
+
+
+GPM_RANKINGS = ("borda",)
+
+
+def gpm_borda_scores(table: pd.DataFrame, scorer, batch_size: int = 32) -> pd.DataFrame:
+    """Replace the `score` of `scorer`'s rows of a score table (path, scorer, score, prompt, error) by the
+    Borda score of each image within its folder: its mean probability sigmoid(bt_scale * s(a, b)) of beating
+    each other image of the same folder (and prompt), `imgpref.scorers.pref_heads.borda_scores`.
+
+    This is how `imgpref score --gpm-ranking borda` ranks images with a pairwise (GPM) head, which has no
+    identifiable per-image score. It depends on the set: adding an image to a folder changes the others' values.
+    Images are read again for the head's preference vectors; rows with an error keep NaN.
+    """
+    import os
+
+    from imgpref.data.images import load_image
+    from imgpref.scorers.pref_heads import borda_scores
+
+    out = table.copy()
+    rows = out.index[(out["scorer"] == scorer.name) & out["error"].isna()
+                     & np.isfinite(pd.to_numeric(out["score"], errors="coerce"))]
+    prompts = out["prompt"] if "prompt" in out.columns else pd.Series("", index=out.index)
+    where = "abs_path" if "abs_path" in out.columns else "path"
+    key = [(os.path.dirname(str(out.at[r, where])), str(prompts.at[r] or "") if scorer.needs_prompt else "")
+           for r in rows]
+    scale = float((scorer.info.extra or {}).get("bt_scale", 1.0))
+    for k in sorted(set(key)):
+        members = [r for r, kk in zip(rows, key) if kk == k]
+        vecs = []
+        for start in range(0, len(members), batch_size):
+            part = members[start:start + batch_size]
+            images = [load_image(str(out.at[r, where])) for r in part]
+            vecs.append(item_outputs_of(scorer, images, [k[1]] * len(part) if scorer.needs_prompt else None))
+        with torch.no_grad():
+            b = borda_scores(scorer.head, torch.cat(vecs), scale=scale).double().numpy()
+        out.loc[members, "score"] = b
+    out.attrs = dict(table.attrs)
+    return out

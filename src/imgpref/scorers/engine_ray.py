@@ -31,6 +31,7 @@ OBJECT_STORE_BYTES = 256 * 1024 * 1024
 # decode tasks ask for a different CPU amount than the CPU actors, so Ray Data keeps them as separate tasks
 # instead of fusing decoding into the model actors (which would serialise decoding behind the forward pass)
 DECODE_CPUS = 0.5
+READ_CPUS = 0.25  # reading a shard is I/O: it must not hold back a decode task or the model actor
 
 
 def sandbox_env() -> None:
@@ -67,7 +68,7 @@ def read_shard_rows(item: dict, shards: Sequence[Shard], spec: RunSpec, folder: 
                     batch_size: int) -> list[dict]:
     """The read + plan stage for one shard: its samples that still need a row, as Ray rows."""
     shard = shards[int(item["shard"])]
-    done = parts.ShardRows(folder, shard.name) if resume else None
+    done = parts.ShardRows(folder, shard.name, spec.save_embeddings) if resume else None
     rows = []
     for batch in plan_shard(shard, spec, done, batch_size):
         # "" / b"" for missing values: Ray would turn an all-None column into float NaN
@@ -128,7 +129,7 @@ def run_ray(shards: Sequence[Shard], scorers, spec: RunSpec, dtypes, writer: par
     ds = ray.data.from_items([{"shard": i} for i in todo], override_num_blocks=len(todo))
     ds = ds.flat_map(read_shard_rows, fn_kwargs={"shards": list(shards), "spec": spec,
                                                   "folder": str(writer.folder), "resume": resume,
-                                                  "batch_size": batch_size})
+                                                  "batch_size": batch_size}, num_cpus=READ_CPUS)
     ds = ds.map_batches(decode_batch, fn_kwargs={"decoder": decoder}, batch_size=batch_size,
                         batch_format="numpy", num_cpus=DECODE_CPUS)
     ds = ds.map_batches(RayScorer, fn_constructor_args=(scorers_ref, spec, list(dtypes), device.type),

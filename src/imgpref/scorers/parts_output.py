@@ -44,7 +44,7 @@ def shard_slug(shard: str) -> str:
 
 
 def is_parts_output(out: str | Path, fmt: str | None = None) -> bool:
-    """`--format parts`, or an --out with a trailing slash or naming an existing folder."""
+    """`--format parts`, or an --out with a trailing slash (an existing folder without one stays an error)."""
     if fmt is not None and fmt not in ("parts", "file"):
         raise ValueError(f"--format {fmt!r}: use parts (a folder of Parquet part files) or file")
     if fmt == "parts":
@@ -52,7 +52,7 @@ def is_parts_output(out: str | Path, fmt: str | None = None) -> bool:
     if fmt == "file":
         return False
     s = str(out)
-    return s.endswith(("/", os.sep)) or Path(s).is_dir()
+    return s.endswith(("/", os.sep))
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -151,9 +151,16 @@ def drop_orphan_embeddings(folder: str | Path) -> int:
 class ShardRows:
     """The rows already on disk for one shard: lookup for resume, and removal of superseded rows."""
 
-    def __init__(self, folder: str | Path, shard: str):
+    def __init__(self, folder: str | Path, shard: str, need_embeddings: bool = False):
         self.folder = Path(folder)
         self.parts = shard_parts(folder, shard)
+        # with --save-embeddings a row counts as done only when its sample's embeddings are stored too
+        self.need_embeddings = need_embeddings
+        self.embedded: set[str] = set()
+        for p in self.parts if need_embeddings else ():
+            e = self.folder / EMB_DIR / p.name
+            if e.exists():
+                self.embedded.update(outmod._text(a) for a in pd.read_parquet(e, columns=["abs_path"])["abs_path"])
         self.rows: dict[tuple[str, str], dict] = {}
         self.where: dict[tuple[str, str], Path] = {}
         for p in self.parts:
@@ -172,15 +179,23 @@ class ShardRows:
             return False
         T = outmod._text
         ok = (identity is not None and T(r["error"]) is None and T(r["file_id"]) == identity
-              and T(r["fingerprint"]) == fingerprint and T(r["prompt"]) == (prompt or None))
+              and T(r["fingerprint"]) == fingerprint and T(r["prompt"]) == (prompt or None)
+              and (not self.need_embeddings or abs_key in self.embedded))
         if not ok:
             self.superseded.add((abs_key, scorer))
         return ok
 
     def drop_superseded(self) -> None:
-        """Rewrite the old parts without the rows that this run scored again."""
+        """Rewrite the old parts (and their embeddings) without the rows that this run scored again."""
         files = {self.where[k] for k in self.superseded}
+        samples = {a for a, _ in self.superseded}
         for p in files:
+            e = self.folder / EMB_DIR / p.name
+            if e.exists():  # a sample scored again gets a new embedding row: drop the old one
+                emb = pd.read_parquet(e)
+                keep_e = [outmod._text(a) not in samples for a in emb["abs_path"]]
+                if not all(keep_e):
+                    _write_parquet(emb.loc[keep_e].reset_index(drop=True), e)
             df = pd.read_parquet(p)
             keys = zip((outmod._text(a) for a in df["abs_path"]), df["scorer"].astype(str))
             keep = [k not in self.superseded for k in keys]

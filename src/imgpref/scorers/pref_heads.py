@@ -1,9 +1,10 @@
 """Preference heads beyond one scalar: the General Preference Model (intransitive) and pluralistic mixtures.
 
 Both are ordinary `Head`s (so a scorer folder stores and rebuilds them; types "gpm" and "pluralistic"), and
-both still give one scalar per image through `forward`, so `imgpref score` / `eval` work with them unchanged.
-What that scalar means is documented on each class; the richer pairwise / per-annotator outputs are extra
-methods the training code calls.
+both still give one scalar per image through `forward` (documented on each class). What the model predicts is
+richer, and training, `imgpref eval` and `imgpref score` use it: `item_outputs` (per image) and
+`pair_logit_from_outputs` (per pair, per annotator) give the same logit as `pair_margin`; `borda_scores` ranks
+a set of images with a pairwise head; `per_image_scorers` says what `imgpref score` / `compare` may write.
 """
 from __future__ import annotations
 
@@ -350,3 +351,38 @@ def fit_new_annotator(
     if name is not None:
         head.add_annotator(name, z)
     return torch.softmax(z, -1)
+
+
+def per_image_scorers(scorers: Sequence[Any], annotator: str | None = None,
+                      gpm_ranking: str | None = None, command: str = "score") -> list[Any]:
+    """Make loaded scorers say what a per-image score means before `imgpref score` / `compare` write one.
+
+    `annotator`: every pluralistic scorer scores with that annotator's mixture (its population is pinned to
+    [annotator]; the scorer is renamed `NAME[annotator=ANN]`, so its fingerprint and output rows differ from the
+    population's); ValueError when no scorer is pluralistic or one does not know the annotator.
+    A pairwise (GPM) scorer has no identifiable per-image score: ValueError unless `gpm_ranking` is "borda"
+    (the Borda score within each folder, `imgpref.eval.scoring.gpm_borda_scores`). Returns the GPM scorers.
+    """
+    plural = [s for s in scorers if isinstance(getattr(s, "head", None), PluralisticHead)]
+    gpm = [s for s in scorers if isinstance(getattr(s, "head", None), GPMHead)]
+    if annotator is not None:
+        if not plural:
+            raise ValueError("--annotator applies to pluralistic scorers; none of the given scorers is one")
+        for s in plural:
+            if annotator not in s.head.annotators:
+                raise ValueError(f"scorer {s.name!r} does not know annotator {annotator!r}; known: "
+                                 f"{', '.join(s.head.annotators) or '(none)'} (add one with `imgpref annotator fit`)")
+            s.head.set_population([annotator])
+            s.info.name = f"{s.info.name}[annotator={annotator}]"
+    if gpm and command != "score":
+        raise ValueError(f"`imgpref {command}` needs a per-image score and scorer {gpm[0].name!r} has a pairwise "
+                         "(GPM) head, which has none: evaluate pairs with `imgpref eval` (its pair probability) or "
+                         "rank a folder with `imgpref score --gpm-ranking borda`")
+    if gpm and gpm_ranking not in ("borda",):
+        raise ValueError(f"scorer {gpm[0].name!r} has a pairwise (GPM) head, which has no per-image score; pass "
+                         "--gpm-ranking borda (each image's mean probability of beating the other images of its "
+                         "folder), or evaluate pairs with `imgpref eval`" if gpm_ranking is None else
+                         f"--gpm-ranking {gpm_ranking!r}: use borda")
+    if gpm_ranking is not None and not gpm:
+        raise ValueError("--gpm-ranking applies to pairwise (GPM) scorers; none of the given scorers is one")
+    return gpm

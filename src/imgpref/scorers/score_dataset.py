@@ -157,7 +157,7 @@ def run_local(shards, scorers, spec: RunSpec, dtypes, writer: parts.PartsWriter,
             if resume and parts.shard_done(writer.folder, shard.name, shard.identity, run_key):
                 stats["shards_skipped"] += 1
                 continue
-            done = parts.ShardRows(writer.folder, shard.name) if resume else None
+            done = parts.ShardRows(writer.folder, shard.name, spec.save_embeddings) if resume else None
             for batch in plan_shard(shard, spec, done, batch_size):
                 scored = model(decode_batch(batch, decoder))
                 rows = to_rows(scored, spec)

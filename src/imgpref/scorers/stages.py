@@ -53,7 +53,7 @@ class RunSpec:
 
     def run_key(self, extra: str = "") -> str:
         """Identity of the run's settings for shard markers: fingerprints, explicit prompt, prompts source."""
-        doc = json.dumps([self.names, self.fingerprints, self.prompt, extra, self.save_embeddings])
+        doc = json.dumps([sorted(zip(self.names, self.fingerprints)), self.prompt, extra, self.save_embeddings])
         return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 

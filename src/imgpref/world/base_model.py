@@ -60,7 +60,7 @@ class PretrainSizes:
     vae_batch: int = 32
     vae_lr: float = 2e-3
     kl_weight: float = 1e-4
-    unet_steps: int = 1500
+    unet_steps: tuple[int, ...] = (1500, 1000)  # cosine cycles (warm restarts), peak lr halved per cycle
     unet_batch: int = 64
     unet_lr: float = 1e-3
     p_uncond: float = 0.1
@@ -68,7 +68,7 @@ class PretrainSizes:
 
     @classmethod
     def quick(cls) -> "PretrainSizes":
-        return cls(scenes=400, clip_steps=5, clip_batch=32, vae_steps=5, vae_batch=16, unet_steps=5, unet_batch=16)
+        return cls(scenes=400, clip_steps=5, clip_batch=32, vae_steps=5, vae_batch=16, unet_steps=(5,), unet_batch=16)
 
 
 def build_vae(seed: int = 0):
@@ -137,6 +137,22 @@ class DenoiseBatchLoss:
         noisy = self.noise.add_noise(z, noise, t)
         pred = unet(noisy, t, encoder_hidden_states=self.table[cap]).sample
         return per_sample_mse(pred, diffusion_target(self.noise, z, noise, t)).mean(), {}
+
+
+def train_unet(unet, latents: Tensor, cap: Tensor, table: Tensor, null_index: int, sizes: PretrainSizes, seed: int,
+               *, first_cycle: int = 0, progress: bool = False) -> list[float]:
+    """The UNet's cosine cycles (`sizes.unet_steps`, from `first_cycle`): cycle i has peak lr unet_lr / 2^i, its
+    own seed and EMA, whose weights start the next cycle. Returns the loss history of the cycles run."""
+    from imgpref.world.pretrain_modules import fit_stage
+
+    hist: list[float] = []
+    for i, steps in enumerate(sizes.unet_steps):
+        if i < first_cycle:
+            continue
+        hist += fit_stage(unet, DenoiseBatchLoss(table, null_index, sizes.p_uncond), (latents, cap), steps=steps,
+                          batch_size=sizes.unet_batch, lr=sizes.unet_lr / 2 ** i, seed=seed + 2 + 1000 * i,
+                          warmup=min(100, steps // 5 + 1), ema_decay=sizes.ema_decay, progress=progress)
+    return hist
 
 
 @torch.no_grad()
@@ -233,9 +249,7 @@ def pretrain_world(out: str | os.PathLike | None = None, *, seed: int = 0, sizes
     table = text_states(text_encoder, captions)
     cap = torch.tensor([index[p] for p in prompts])
     unet = build_unet(seed + 2)
-    hist = fit_stage(unet, DenoiseBatchLoss(table, index[""], sizes.p_uncond), (latents * scale, cap),
-                     steps=sizes.unet_steps, batch_size=sizes.unet_batch, lr=sizes.unet_lr, seed=seed + 2,
-                     warmup=min(100, sizes.unet_steps // 5 + 1), ema_decay=sizes.ema_decay, progress=progress)
+    hist = train_unet(unet, latents * scale, cap, table, index[""], sizes, seed, progress=progress)
     report.metrics["unet_loss_last"] = float(np.mean(hist[-50:]))
     t = lap("unet", t)
 

@@ -24,7 +24,7 @@ import pandas as pd
 from imgpref.atomic import atomic_write
 from imgpref.world.annotators import AnnotatorConfig, build_manifest
 from imgpref.world.judge import judge
-from imgpref.world.scenes import all_combos, caption, parse_prompt, sample_scene, split_combos
+from imgpref.world.scenes import caption, parse_prompt, sample_scene, split_combos
 from imgpref.world.variants import stand_in_generations
 
 RECIPE = Path(__file__).resolve().parents[3] / "configs" / "train" / "world_reward.yaml"

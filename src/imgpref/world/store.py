@@ -38,6 +38,7 @@ def pack_world(pipe, clip, dest: str | os.PathLike = PACK_DIR, report: dict[str,
             "scheduler": dict(pipe.scheduler.config), "report": report or {}}
     with atomic_write(dest / PACK_WEIGHTS) as tmp:
         save_file(tensors, str(tmp))
+    os.chmod(dest / PACK_WEIGHTS, 0o644)  # package data: readable by everyone, like the other files
     with atomic_write(dest / PACK_META) as tmp:
         Path(tmp).write_text(json.dumps(meta, indent=1, default=str))
     return dest

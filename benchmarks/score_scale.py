@@ -1,0 +1,169 @@
+"""Dataset scoring at scale: pipeline CPU cost, Ray-local vs local throughput, peak RSS vs dataset size.
+
+    python benchmarks/score_scale.py                      # CPU: one table of ratios
+    python benchmarks/score_scale.py --device cuda        # ViT-L/14 (random weights, bf16) from JPEG shards
+
+Rows (CPU mode):
+- pipeline CPU ms/image beyond the forward pass (whole run's process CPU minus the forward passes' CPU, both
+  measured here) against in-process decode + preprocess of the same JPEGs (target <= 1.3x);
+- Ray-local (2 CPUs, started before timing) against the local engine, images/s (target >= 0.7x);
+- peak RSS of a fresh process scoring N small images vs 10 N (local engine; target <= 1.3x).
+CUDA mode: end-to-end images/s of ViT-L/14 from WebDataset shards on one GPU (target >= 2 x 312 img/s, the
+clip-retrieval A100 figure); without a GPU it prints "not run".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _dataset(folder: Path, n: int, size: int, shards: int = 8) -> list[str]:
+    from imgpref.data.sample_shards import write_sample_dataset
+
+    per = max(1, n // shards)
+    ds = write_sample_dataset(folder, shards=shards, per_shard=per, size=(size, size))
+    return [str(t) for t in ds["tars"]]
+
+
+def _inprocess_ms(tars: list[str], scorer) -> float:
+    """CPU ms per image of load_image(bytes) + preprocess, in this process, no engine."""
+    from imgpref.data.images import load_image
+    from imgpref.data.sources import open_sources
+
+    blobs = [s.data for sh in open_sources(tars) for s in sh.samples()]
+    t = time.process_time()
+    for b in blobs:
+        scorer.backbone.preprocess(load_image(b))
+    return 1000 * (time.process_time() - t) / len(blobs)
+
+
+def _forward_ms(scorers, n: int, batch: int) -> float:
+    bb = scorers[0].backbone
+    x = torch.randn(batch, *bb.preprocess(__import__("PIL.Image").Image.new("RGB", (64, 64))).shape)
+    t = time.process_time()
+    with torch.inference_mode():
+        for _ in range(max(1, n // batch)):
+            e = bb.embed_images(x)
+            for s in scorers:
+                if not s.needs_prompt:
+                    s.score_embeddings(e)
+    return 1000 * (time.process_time() - t) / (max(1, n // batch) * batch)
+
+
+def _run(tars, scorers, out, engine, batch):
+    from imgpref.scorers.score_dataset import score_dataset
+
+    t, c = time.perf_counter(), time.process_time()
+    df = score_dataset(tars, scorers, out=out, batch_size=batch, progress=False, engine=engine)
+    return len(df["path"].unique()), time.perf_counter() - t, time.process_time() - c
+
+
+def _rss_child(folder: str, batch: int) -> None:
+    """Score the tar shards of `folder` in this fresh process and print its peak RSS."""
+    torch.set_num_threads(1)
+    from imgpref.scorers.tiny_scorers import tiny_clip_scorers
+
+    tars = sorted(str(p) for p in Path(folder).glob("*.tar"))
+    scorers = tiny_clip_scorers(cosine=False)
+    with tempfile.TemporaryDirectory() as d:
+        _run(tars, scorers, f"{d}/out/", "local", batch)
+    print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+
+
+def _rss(n: int, size: int, batch: int) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        _dataset(Path(d), n, size)  # written here, so the child's peak is the scoring alone
+        res = subprocess.run([sys.executable, __file__, "--rss-child", d, "--batch-size", str(batch)],
+                             capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])["peak_kib"] / 1024
+
+
+def cpu_mode(args) -> None:
+    torch.set_num_threads(1)
+    from imgpref.scorers.tiny_scorers import tiny_clip_scorers
+
+    scorers = tiny_clip_scorers(cosine=False)
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        tars = _dataset(Path(d) / "big", args.images, args.size)
+        inproc = _inprocess_ms(tars, scorers[0])
+        n, wall_local, cpu_local = _run(tars, scorers, f"{d}/local/", "local", args.batch_size)
+        fwd = _forward_ms(scorers, n, args.batch_size)
+        pipe = 1000 * cpu_local / n - fwd
+        rows.append(("pipeline CPU ms/img beyond forward", f"{pipe:.2f}", f"in-process {inproc:.2f}",
+                     f"{pipe / inproc:.2f}x", "<= 1.3x"))
+        if not args.no_ray:
+            from imgpref.scorers.engine_ray import init_ray
+
+            t = time.perf_counter()
+            init_ray(None)
+            start = time.perf_counter() - t
+            _run(tars, scorers, f"{d}/warm/", "ray", args.batch_size)  # first run pays actor/worker start
+            n2, wall_ray, _ = _run(tars, scorers, f"{d}/ray/", "ray", args.batch_size)
+            rows.append(("Ray-local img/s (ray.init %.0f s excluded)" % start, f"{n2 / wall_ray:.0f}",
+                         f"local {n / wall_local:.0f}", f"{(n2 / wall_ray) / (n / wall_local):.2f}x", ">= 0.7x"))
+    small, large = _rss(args.rss_small, 32, args.batch_size), _rss(args.rss_small * 10, 32, args.batch_size)
+    rows.append((f"peak RSS MiB, {args.rss_small * 10} vs {args.rss_small} images", f"{large:.0f}",
+                 f"{small:.0f}", f"{large / small:.2f}x", "<= 1.3x"))
+    print(f"score_scale (CPU, {args.images} images of {args.size}px in 8 tar shards, batch {args.batch_size}; "
+          f"{os.cpu_count()} CPUs)")
+    print(f"{'measure':44s} {'value':>8s} {'reference':>18s} {'ratio':>7s} {'target':>8s}")
+    for r in rows:
+        print(f"{r[0]:44s} {r[1]:>8s} {r[2]:>18s} {r[3]:>7s} {r[4]:>8s}")
+
+
+def cuda_mode(args) -> None:
+    if not torch.cuda.is_available():
+        print("score_scale --device cuda: not run (no CUDA device on this machine)")
+        return
+    import open_clip
+
+    from imgpref.scorers.backbones.open_clip_backbone import OpenClipBackbone
+    from imgpref.scorers.base import Scorer, ScorerInfo
+    from imgpref.scorers.heads import LinearHead
+
+    model = open_clip.create_model("ViT-L-14", pretrained=None)  # random weights: nothing downloads
+    bb = OpenClipBackbone.from_model(model, "ViT-L-14", key="vitl14-random")
+    scorer = Scorer(bb, LinearHead(bb.embed_dim), ScorerInfo(name="lin"))
+    with tempfile.TemporaryDirectory() as d:
+        tars = _dataset(Path(d) / "ds", args.images, args.size)
+        _run(tars[:1], [scorer], f"{d}/warm/", "local", args.batch_size)
+        from imgpref.scorers.score_dataset import score_dataset
+
+        t = time.perf_counter()
+        df = score_dataset(tars, [scorer], out=f"{d}/out/", batch_size=args.batch_size, progress=False,
+                           device="cuda", precision="bf16")
+        rate = len(df) / (time.perf_counter() - t)
+    print(f"ViT-L/14 bf16 end to end: {rate:.0f} img/s ({rate / 312:.2f}x clip-retrieval's 312 img/s per A100; "
+          "target >= 2x)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--images", type=int, default=400)
+    p.add_argument("--size", type=int, default=512, help="side of the synthetic JPEGs")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--rss-small", type=int, default=2000, help="images in the small RSS run (the large is 10x)")
+    p.add_argument("--no-ray", action="store_true")
+    p.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.rss_child is not None:
+        _rss_child(args.rss_child, args.batch_size)
+    elif args.device == "cuda":
+        cuda_mode(args)
+    else:
+        cpu_mode(args)
+
+
+if __name__ == "__main__":
+    main()
