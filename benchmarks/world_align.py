@@ -141,7 +141,7 @@ def main() -> None:
             t_run = clock()
             for steps in curve:
                 ov = {**sets["*"], **sets.get(method, {}), "seed": seed, "trainer.max_steps": steps,
-                      "checkpoint_every_n_steps": min(curve)}
+                      "checkpoint_every_n_steps": min(curve), "resume": True}  # each curve point continues
                 res = align(recipe, pairs.manifest, run_dir, pipe=copy.deepcopy(pipe), **ov)
                 r = compare_to_base(base, res.export_dir, proxy)
                 now = clock()

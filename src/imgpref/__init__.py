@@ -4,6 +4,8 @@ The public API (re-exports only; heavy imports happen on first use):
 
     load_scorer, load_scorers, list_scorers, save_scorer   scorers (presets, folders, hf-hub:)
     score_paths                                             score files/folders -> one row per image x scorer
+    score_dataset                                           score tables / WebDataset shards (local or Ray engine),
+                                                            streamed to Parquet parts with shard/row resume
     Scorer, ScorerInfo, WeightsNotFoundError                the scorer contract
     read_manifest, write_manifest, validate_manifest        the canonical preference manifest
     evaluate                                                evaluation protocols -> metrics dict
@@ -23,6 +25,7 @@ _EXPORTS = {
     "list_scorers": "imgpref.scorers.registry",
     "save_scorer": "imgpref.scorers.folder",
     "score_paths": "imgpref.scorers.score_paths",
+    "score_dataset": "imgpref.scorers.score_dataset",
     "Scorer": "imgpref.scorers.base",
     "ScorerInfo": "imgpref.scorers.base",
     "WeightsNotFoundError": "imgpref.scorers.weights",

@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "trainer": {},
     "checkpoint_every_n_steps": 50,
     "export": {"use_ema": True},
-    "resume": True,
+    "resume": False,  # a run never continues an earlier one unasked (`imgpref align --resume`)
 }
 # Arguments that the trainer sets itself and a recipe must not.
 RESERVED_TRAINER = ("default_root_dir", "logger", "callbacks")
@@ -123,7 +123,7 @@ def align(
     """Train with a recipe on a manifest and export the result (see the module docstring).
 
     data: the manifest (overrides `data.manifest` of the recipe). out: the run folder; it gets `checkpoints/`
-    (`last.ckpt`; a second call with the same `out` resumes from it unless `resume: false`), `logs/` (CSV metrics),
+    (`last.ckpt`; a later call with the same `out` and `resume=True` continues from it), `logs/` (CSV metrics),
     `aligned/` (the export, see `imgpref.align.export`) and `align_result.yaml`.
     pipe: an already loaded base pipeline (otherwise `pipeline` of the recipe is loaded).
     """

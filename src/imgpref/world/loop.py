@@ -214,6 +214,7 @@ def run_loop(out: str | Path, *, base: str | Path | None = None, config: LoopCon
             t_step = time.time()
             res = align(align_recipe(method), out / "pairs" / "manifest.csv", run_dir,
                         **{"pipeline": str(pipe_dir), "seed": cfg.seed, "trainer.max_steps": int(steps),
+                           "resume": True,  # each curve point continues the previous one
                            **cfg.align_overrides})
             cmp = compare_to_base(base_samples, res.export_dir, rm_scorer)
             row = {"method": method, "steps": int(res.steps), "gold_win": cmp["gold_win"], "gold_ci": cmp["gold_ci"],

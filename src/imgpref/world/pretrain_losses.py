@@ -1,7 +1,6 @@
 """Pretraining losses of the world's models as pure tensor functions (no Lightning, no models)."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
