@@ -78,7 +78,10 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, log: Callable
 
     from diffusers.utils import logging as diffusers_logging
 
+    from transformers.utils import logging as transformers_logging
+
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components" bars would bury the demo's own lines
+    transformers_logging.disable_progress_bar()  # and so would "Writing model shards" / "Loading weights"
     sizes = DemoSizes()
     if quick:
         sizes = DemoSizes(scenes=24, train_overrides=("trainer.max_epochs=25", "optimizer.warmup_steps=5"), train_prompts=12,
