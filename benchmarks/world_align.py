@@ -46,12 +46,14 @@ def proxy_scorer(args, pipe, dirs: dict, root: Path):
         return load_scorer(args.rm), {"proxy": args.rm}
     from imgpref.world.annotators import AnnotatorConfig
     from imgpref.world.loop import pipeline_generator
-    from imgpref.world.reward import evaluate_vs_gold, generation_set, train_reward_model, vote_manifest, world_prompts
+    from imgpref.world.loop import LoopConfig
+    from imgpref.world.reward import (evaluate_vs_gold, generation_set, rm_clip_dir, train_reward_model,
+                                      vote_manifest, world_prompts)
 
     prompts = world_prompts(0, args.rm_prompts, args.rm_prompts // 5, args.test_prompts)
-    items, images = generation_set(root / "rm_data", prompts, 4, 0, pipeline_generator(pipe))
+    items, images = generation_set(root / "rm_data", prompts, LoopConfig().k_votes, 0, pipeline_generator(pipe))
     manifest, _ = vote_manifest(root / "rm_data", items, images, AnnotatorConfig(), 0)
-    rm = train_reward_model(manifest, root / "rm", dirs["clip"])
+    rm = train_reward_model(manifest, root / "rm", rm_clip_dir(args.rm_clip, dirs["clip"]))
     ev = evaluate_vs_gold(rm.scorer, manifest)
     print(f"reward model: accuracy {ev['accuracy']:.3f} vs gold oracle {ev['oracle_accuracy']:.3f} "
           f"(ratio {ev['ratio']:.3f})", flush=True)
@@ -90,6 +92,8 @@ def main() -> None:
     ap.add_argument("--proxy", choices=("rm", "gold"), default="rm")
     ap.add_argument("--rm", default=None, help="an already trained reward-model folder (skips voting + training)")
     ap.add_argument("--rm-prompts", type=int, default=120, help="train prompts of the reward model's data")
+    ap.add_argument("--rm-clip", choices=("reward", "base"), default="reward",
+                    help="CLIP the reward model is fine-tuned from: the larger reward CLIP or the base's")
     ap.add_argument("--pair-prompts", type=int, default=120)
     ap.add_argument("--k", type=int, default=6, help="images per pair prompt (best vs worst by the proxy)")
     ap.add_argument("--test-prompts", type=int, default=48)

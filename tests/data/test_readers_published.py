@@ -238,6 +238,32 @@ def test_dear_repid_image_paths_and_expert_letters(tmp_path, save):
     assert (_name(Path(df["image_0"][0]).parent), _name(Path(df["image_1"][0]).parent)) == ("tiff16_a", "tiff16_e")
 
 
+def test_dear_markup_of_scenes_outside_the_sample_is_skipped(tmp_path, save):
+    # The 100-scene sample ships images of 100 scenes, while its train_processed_markup.csv (51.6 MB, 10K-100K rows
+    # per the hub) may cover more scenes: their rows are reported as "missing image", the sample's rows are kept.
+    root, (s0, s1) = repid_release(tmp_path, save)
+    other = Path((FIXTURES / "dear" / "repid_files.txt").read_text().split()[2]).stem  # listed, not downloaded
+    assert other not in (s0, s1)
+    pd.DataFrame([(s0, "original", "tiff16_a", 20, 3, 2), (other, "original", "tiff16_a", 5, 15, 5),
+                  (s1, "tiff16_e", "tiff16_b", 1, 22, 2)],
+                 columns=["scene", "left", "right", "n_left", "n_right", "n_equal"]
+                 ).to_csv(root / "train_processed_markup.csv", index=False)
+    report = convert("dear", root, tmp_path / "m.csv")
+    assert report.rows_written == 2 and dict(report.skipped) == {"missing image": 1}
+    df = read_manifest(tmp_path / "m.csv")
+    assert _votes(df) == [[20, 3, 2], [1, 22, 2]] and df["group"].tolist() == [s0, s1]
+
+
+def test_image_lookup_prefers_suffix_order_not_listing_order(tmp_path, save):
+    from imgpref.data.readers._common import IMAGE_SUFFIXES, find_by_stem
+
+    for k, suffix in enumerate((".png", ".jpg", ".webp")):
+        save(tmp_path / f"x{suffix}", k)
+    assert IMAGE_SUFFIXES.index(".jpg") < IMAGE_SUFFIXES.index(".png") < IMAGE_SUFFIXES.index(".webp")
+    assert find_by_stem(tmp_path, "x", {}).name == "x.jpg"
+    assert find_by_stem(tmp_path, "y", {}) is None and find_by_stem(tmp_path / "nope", "x", {}) is None
+
+
 # ------------------------------------------------------------------------------------------ Pick-a-Pic no_images
 
 

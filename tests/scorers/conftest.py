@@ -52,3 +52,15 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
         "laion_head": tc.write_tiny_laion_head(root / "laion" / "sac+logos+ava1-l14-linearMSE.pth", 32, seed=5),
     }
 
+
+
+@pytest.fixture(scope="module")
+def hpsv3_tiny(tmp_path_factory):
+    """The tiny HPSv3 checkpoint of test_parity_hpsv3 (folder, reference model, rm_head, tokenizer), for other
+    test files (its builder lives there, beside the reference computation it feeds)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_parity_hpsv3", Path(__file__).with_name("test_parity_hpsv3.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.tiny.__wrapped__(tmp_path_factory)

@@ -93,7 +93,7 @@ def test_micro_loop_on_the_committed_base_writes_every_stage(tmp_path, monkeypat
     monkeypatch.setenv("IMGPREF_CACHE", str(tmp_path / "cache"))
     torch.set_num_threads(1)
     cfg = LoopConfig(k_votes=3, n_train_prompts=6, n_val_prompts=3, n_test_prompts=4,
-                     rm_overrides=("trainer.max_epochs=1",), n_pair_prompts=4, k_pairs=3, curve_steps=(1, 2),
+                     rm_overrides=("trainer.max_epochs=1",), rm_clip="base", n_pair_prompts=4, k_pairs=3, curve_steps=(1, 2),
                      n_eval_prompts=3, eval_seeds=1)
     summary = run_loop(tmp_path / "loop", config=cfg)
     out = tmp_path / "loop"

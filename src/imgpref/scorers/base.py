@@ -82,6 +82,14 @@ class Head(nn.Module, ABC):
         """YAML-ready description (type + hyper-parameters; weights go to safetensors)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be saved in a scorer folder")
 
+    def extras(self, img_emb: Tensor, txt_emb: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-image outputs beside the score, {column: [B]} (e.g. HPSv3's "sigma"); none by default."""
+        return {}
+
+    def score_and_extras(self, img_emb: Tensor, txt_emb: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """(scores [B], extras); heads whose extras come from the same pass override this to run it once."""
+        return self(img_emb, txt_emb), self.extras(img_emb, txt_emb)
+
 
 @dataclass
 class ScorerInfo:
@@ -173,20 +181,48 @@ class Scorer(nn.Module):
             self.train(was_training)
 
     def _score(self, images: Sequence[Image.Image] | Tensor, prompts: Sequence[str] | None) -> Tensor:
+        img = self._embed(images)
+        if img is None:
+            return torch.empty(0)
+        txt = self._prompt_embeddings(prompts, img.shape[0])
+        return self.score_embeddings(img, txt).float()
+
+    def _embed(self, images: Sequence[Image.Image] | Tensor) -> Tensor | None:
+        """Image embeddings of PIL images or float [B, 3, H, W] in [0, 1]; None for an empty list."""
         if torch.is_tensor(images):
             check_unit_range(images)
             pixels = self.backbone.pixels_to_input(images.to(self.device))
         else:
             images = list(images)
             if not images:
-                return torch.empty(0)
+                return None
             # each backbone converts to RGB itself (transparency over white, as the file loader and the CLIP
             # processor do); a plain convert("RGB") would drop alpha
-            pixels = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+            inputs = [self.preprocess(im) for im in images]
+            if len({tuple(t.shape) for t in inputs}) > 1:  # aspect-preserving backbones (HPSv3): one at a time
+                dtype = next((p.dtype for p in self.backbone.parameters()), torch.float32)
+                return torch.cat([self.embed_images(t.unsqueeze(0).to(self.device).to(dtype)) for t in inputs])
+            pixels = torch.stack(inputs).to(self.device)
         dtype = next((p.dtype for p in self.backbone.parameters()), torch.float32)
-        img = self.embed_images(pixels.to(dtype) if pixels.is_floating_point() else pixels)
-        txt = self._prompt_embeddings(prompts, img.shape[0])
-        return self.score_embeddings(img, txt).float()
+        return self.embed_images(pixels.to(dtype) if pixels.is_floating_point() else pixels)
+
+    @torch.no_grad()
+    def score_with_extras(self, images: Sequence[Image.Image] | Tensor,
+                          prompts: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """{"score": [B]} plus the head's extra columns (e.g. HPSv3's "sigma"); no gradients, eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            img = self._embed(images)
+            if img is None:
+                return {"score": torch.empty(0)}
+            txt = self._prompt_embeddings(prompts, img.shape[0])
+            if self.needs_prompt and txt is None:
+                raise ValueError(f"scorer {self.name!r} needs prompts: pass prompts=[...] (one per image)")
+            score, extra = self.head.score_and_extras(img, txt if self.head.needs_text else None)
+            return {"score": score.float(), **{k: v.float() for k, v in extra.items()}}
+        finally:
+            self.train(was_training)
 
     def forward(self, images: Tensor, prompts: Sequence[str] | None = None) -> Tensor:
         """Differentiable: float images in [0, 1] -> scores [B], gradients flow to pixels and parameters."""

@@ -1,9 +1,12 @@
 """The Ray engine of dataset scoring (`imgpref score --engine ray`; needs the `imgpref[ray]` extra).
 
 It runs the same stages as the local engine (`imgpref.scorers.stages`), only placed by Ray Data:
-- read + plan: one Ray task per shard (`read_shard_rows`, a `flat_map` over the shard list), which streams the
-  shard's samples through `sources` and drops those with a valid row in the output (resume);
-- decode + preprocess: CPU `map_batches` tasks (`decode_batch`);
+- read + plan + decode + preprocess: one Ray CPU task per shard (`read_and_decode`, a generator `map_batches`
+  over the shard list), which streams the shard's samples through `sources`, drops those with a valid row in
+  the output (resume) and yields decoded batches: only preprocessed tensors enter the object store, never the
+  encoded bytes, and a shard is never held whole. (Separate read and decode operators cost a block of encoded
+  bytes per shard in the object store and, on a small machine, extra worker processes that each pay the
+  Python/torch import; benchmarks/RESULTS.md, score_scale);
 - backbone + heads: `map_batches(RayScorer, compute=ActorPoolStrategy(size=n))`, one actor per GPU
   (`num_gpus=1`), or CPU actors when there is no GPU;
 - write: the driver receives the scored batches (scores and, with --save-embeddings, embeddings: small next to
@@ -18,20 +21,21 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from imgpref.data.sources import Shard
 from imgpref.scorers import parts_output as parts
-from imgpref.scorers.stages import SAMPLE_COLUMNS, Decoder, EmbedAndScore, RunSpec, decode_batch, plan_shard, \
+from imgpref.scorers.stages import Decoder, EmbedAndScore, RunSpec, decode_batch, plan_shard, \
     to_embeddings, to_rows
 
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
 # decode tasks ask for a different CPU amount than the CPU actors, so Ray Data keeps them as separate tasks
-# instead of fusing decoding into the model actors (which would serialise decoding behind the forward pass)
+# instead of fusing decoding into the model actors (which would serialise decoding behind the forward pass);
+# on 2 CPUs with one CPU actor, two decode tasks share the other CPU (one reads while the other decodes)
 DECODE_CPUS = 0.5
-READ_CPUS = 0.25  # reading a shard is I/O: it must not hold back a decode task or the model actor
 
 
 def sandbox_env() -> None:
@@ -60,26 +64,32 @@ def init_ray(address: str | None = None, num_cpus: int | None = None):
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        # Ray runs its workers at niceness 15 (to keep its own daemons responsive on a busy node); a local Ray
+        # started for one scoring job would then lose the CPU to every other process, while the local engine
+        # runs at normal priority (measured: 2-3x slower on a loaded 2-core machine, benchmarks/RESULTS.md)
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(**local_init_kwargs(num_cpus))
     return ray
 
 
-def read_shard_rows(item: dict, shards: Sequence[Shard], spec: RunSpec, folder: str, resume: bool,
-                    batch_size: int) -> list[dict]:
-    """The read + plan stage for one shard: its samples that still need a row, as Ray rows."""
-    shard = shards[int(item["shard"])]
-    done = parts.ShardRows(folder, shard.name, spec.save_embeddings) if resume else None
-    rows = []
-    for batch in plan_shard(shard, spec, done, batch_size):
-        # "" / b"" for missing values: Ray would turn an all-None column into float NaN
-        rows.extend({c: _filled(c, batch[c][r]) for c in SAMPLE_COLUMNS} for r in range(len(batch["key"])))
-    return rows
+def read_and_decode(items: dict, shards: Sequence[Shard], spec: RunSpec, folder: str, resume: bool,
+                    batch_size: int, decoder: Decoder) -> Iterator[dict]:
+    """Read + plan + decode + preprocess of the shards in `items` (one Ray task per shard), batch by batch.
+
+    One task runs the three CPU stages back to back, so the encoded bytes never go through the object store
+    (only the preprocessed tensors do) and a shard streams through the task one batch at a time.
+    """
+    for i in items["shard"]:
+        shard = shards[int(i)]
+        done = parts.ShardRows(folder, shard.name, spec.save_embeddings) if resume else None
+        for batch in plan_shard(shard, spec, done, batch_size):
+            out = decode_batch(batch, decoder)
+            yield {c: (np.asarray(v) if c.startswith("x") else _column(v)) for c, v in out.items()}
 
 
-def _filled(column: str, v):
-    if v is not None:
-        return v
-    return b"" if column == "data" else ""
+def _column(values) -> np.ndarray:
+    # "" for missing values: Ray would turn an all-None column into float NaN
+    return np.array(["" if v is None else v for v in values], dtype=object)
 
 
 class RayScorer:
@@ -107,34 +117,42 @@ def _ray_shards(shards: Sequence[Shard], folder, run_key: str, resume: bool, sta
     return todo
 
 
-def run_ray(shards: Sequence[Shard], scorers, spec: RunSpec, dtypes, writer: parts.PartsWriter, *, run_key: str,
-            resume: bool, batch_size: int, address: str | None, device: torch.device, actors: int | None,
-            stats: dict, progress: bool = True) -> None:
-    """Score `shards` on Ray Data and write the parts; shard markers are written when the whole run is done."""
-    from imgpref.scorers.score_dataset import count_batch
+def build_dataset(shards: Sequence[Shard], todo: Sequence[int], scorers, spec: RunSpec, dtypes, folder: str, *,
+                  resume: bool, batch_size: int, device: torch.device, actors: int | None = None):
+    """The Ray Data pipeline of the stages over the shards `todo` (lazy: nothing runs until it is iterated)."""
+    import ray
+    from ray.data import ActorPoolStrategy
 
-    ray = init_ray(address)
-    from ray.data import ActorPoolStrategy, DataContext
-
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = bool(progress)
-    todo = _ray_shards(shards, writer.folder, run_key, resume, stats)
-    if not todo:
-        return
     gpu = device.type == "cuda"
     n_actors = actors or (max(1, int(ray.cluster_resources().get("GPU", 1))) if gpu else 1)
     decoder = Decoder(spec, [scorers[spec.group_of.index(g)].backbone.preprocess
                              for g in range(len(spec.namespaces))])
     scorers_ref = ray.put(list(scorers))
     ds = ray.data.from_items([{"shard": i} for i in todo], override_num_blocks=len(todo))
-    ds = ds.flat_map(read_shard_rows, fn_kwargs={"shards": list(shards), "spec": spec,
-                                                  "folder": str(writer.folder), "resume": resume,
-                                                  "batch_size": batch_size}, num_cpus=READ_CPUS)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"decoder": decoder}, batch_size=batch_size,
-                        batch_format="numpy", num_cpus=DECODE_CPUS)
-    ds = ds.map_batches(RayScorer, fn_constructor_args=(scorers_ref, spec, list(dtypes), device.type),
-                        compute=ActorPoolStrategy(size=n_actors), num_gpus=1 if gpu else 0,
-                        num_cpus=0 if gpu else 1, batch_size=batch_size, batch_format="numpy")
+    ds = ds.map_batches(read_and_decode, batch_size=1, batch_format="numpy", num_cpus=DECODE_CPUS,
+                        fn_kwargs={"shards": list(shards), "spec": spec, "folder": folder, "resume": resume,
+                                   "batch_size": batch_size, "decoder": decoder})
+    return ds.map_batches(RayScorer, fn_constructor_args=(scorers_ref, spec, list(dtypes), device.type),
+                          compute=ActorPoolStrategy(size=n_actors), num_gpus=1 if gpu else 0,
+                          num_cpus=0 if gpu else 1, batch_size=batch_size, batch_format="numpy")
+
+
+def run_ray(shards: Sequence[Shard], scorers, spec: RunSpec, dtypes, writer: parts.PartsWriter, *, run_key: str,
+            resume: bool, batch_size: int, address: str | None, device: torch.device, actors: int | None,
+            stats: dict, progress: bool = True) -> None:
+    """Score `shards` on Ray Data and write the parts; shard markers are written when the whole run is done."""
+    from imgpref.scorers.score_dataset import count_batch
+
+    init_ray(address)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = bool(progress)
+    todo = _ray_shards(shards, writer.folder, run_key, resume, stats)
+    if not todo:
+        return
+    ds = build_dataset(shards, todo, scorers, spec, dtypes, str(writer.folder), resume=resume,
+                       batch_size=batch_size, device=device, actors=actors)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         batch = {k: list(v) if getattr(v, "ndim", 1) == 1 else v for k, v in batch.items()}
         rows = to_rows(batch, spec)

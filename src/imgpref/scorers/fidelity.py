@@ -10,6 +10,7 @@ the precision the reference ran in, declared by the preset as `ScorerInfo.extra[
   which rounds the same matmuls at the same precision).
 - "fp32" too: ImageReward (`ImageReward.load` keeps float32), Aesthetic Predictor V2.5 (its loader is float32;
   only its README example casts to bf16) and CLIP-IQA (this project's zero-shot preset; pyiqa is not reproduced).
+- "bf16": HPSv3 (`HPSv3.safetensors` holds bf16 weights, which the reference runs as they are; its rm_head in fp32).
 
 Scorers that declare nothing (trained scorer folders, pixel measures) run in float32. On the CPU everything
 runs in float32. `--fast` (Python: `score_paths(..., fast=True)`) trades exactness for speed: reduced-size JPEG
@@ -22,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # bf16: HPSv3 (bf16 weights)
 
 
 def reference_dtype(scorers: Sequence, device: torch.device | str) -> torch.dtype:

@@ -67,8 +67,10 @@ _LAION_H = "MIT (LAION CLIP ViT-H-14 laion2B-s32B-b79K, model card)"
 
 _BASE: dict[str, ScorerMeta] = {
     "pickscore": ScorerMeta(
-        licence="MIT", licence_source="github.com/yuvalkirstain/PickScore (repository licence; the HF model card "
-                                      "declares none)",
+        licence="MIT (per the author's demo Space; the weights' model card declares none)",
+        licence_source="huggingface.co/yuvalkirstain/PickScore_v1 (main, a4e4367: no license tag in the model card); "
+                       "huggingface.co/spaces/yuvalkirstain/PickScore README (license: mit), the author's demo running "
+                       "these weights; github.com/yuvalkirstain/PickScore",
         backbone="CLIP ViT-H/14 (transformers), fine-tuned", params="986M", input_size="224 (short side, centre crop)",
         score_range="logit_scale.exp() * cos, ~18-23", weights="hf: yuvalkirstain/PickScore_v1",
         published={**_hpsv3({"imagereward_test": 61.6, "pickapic_test": 70.5, "hpdv2_test": 79.8,
@@ -105,6 +107,17 @@ _BASE: dict[str, ScorerMeta] = {
         backbone="SigLIP so400m-patch14-384 vision tower + MLP 1152-1024-128-64-16-1 on the L2-normalised pooled "
                  "embedding", params="430M", input_size="384 (resized, no crop)", score_range="~1-10 (5.5+ is great)",
         weights="google/siglip-so400m-patch14-384 + aesthetic_predictor_v2_5.pth"),
+    "hpsv3": ScorerMeta(
+        licence="Apache-2.0 (weights, HF model card); MIT (code)",
+        licence_source="huggingface.co/MizzenAI/HPSv3 model card (license: apache-2.0); github.com/MizzenAI/HPSv3 "
+                       "pyproject (MIT); base Qwen/Qwen2-VL-7B-Instruct: Apache-2.0",
+        backbone="Qwen2-VL-7B-Instruct (ViT 675M + Qwen2-7B LM), fine-tuned; rm_head MLP 3584-1024-16-2 on the "
+                 "<|Reward|> token", params="8.3B",
+        input_size="~448 x 448: area 256 * 28 * 28 px, aspect kept, sides multiples of 28 (256 image tokens)",
+        score_range="mu, unbounded; sigma = exp(log sigma) as an extra output",
+        weights="hf: MizzenAI/HPSv3 HPSv3.safetensors + Qwen/Qwen2-VL-7B-Instruct config/tokenizer files",
+        published=_hpsv3({"imagereward_test": 66.8, "pickapic_test": 72.8, "hpdv2_test": 85.4, "hpdv3_test": 76.9},
+                         "'HPSv3' row (Qwen2-VL-7B)")),
     "clip-iqa": ScorerMeta(
         licence=_OPENAI_MIT, licence_source=_OPENAI_SRC + " (the method's reference code, IceClear/CLIP-IQA and "
                                                        "pyiqa, is non-commercial; none of it is used here)",

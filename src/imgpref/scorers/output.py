@@ -2,7 +2,10 @@
 
 A score table has one row per (image, scorer): `path, scorer, score, prompt, error`, then the identity columns
 `abs_path, file_id, fingerprint` that `--resume` keys rows on (see `imgpref.scorers.identity`): the absolute,
-normalised path; the file's size and mtime; the scorer's fingerprint. `score` is NaN and `error` holds the
+normalised path; the file's size and mtime; the scorer's fingerprint. Then one float column per extra output
+of a scorer's head (`Head.extras`, e.g. HPSv3's `sigma`), NaN in the rows of scorers without it: the table is
+long (one row per scorer), so the same extra name from two scorers shares a column without colliding, and an
+extra named like a core column is written as `extra_<name>` (`extra_column`). `score` is NaN and `error` holds the
 reason when the image could not be scored; `prompt` and `error` are missing (None/NaN) when absent. Final
 files are written to a temporary name in the same folder and renamed into place, so a reader (or a killed
 run) never sees a half-written file.
@@ -35,6 +38,20 @@ ALL_COLUMNS = COLUMNS + ID_COLUMNS
 FORMATS = (".csv", ".jsonl", ".parquet")
 KEY = ("abs_path", "scorer")
 _TEXT = ("prompt", "error") + ID_COLUMNS
+# columns of parts folders (`parts_output.EXTRA_COLUMNS`): text, never extras
+_RESERVED = ALL_COLUMNS + ("key", "shard")
+
+
+def extra_column(name: str) -> str:
+    """The table column of a head's extra output `name` (`extra_<name>` if that is a core column's name)."""
+    return f"extra_{name}" if name in _RESERVED or name.startswith("_") else name
+
+
+def extra_columns(df_or_rows) -> list[str]:
+    """The extra-output columns of a table (or the keys of row dicts), in order of appearance."""
+    cols = df_or_rows.columns if isinstance(df_or_rows, pd.DataFrame) else \
+        dict.fromkeys(k for r in df_or_rows for k in r)
+    return [c for c in cols if isinstance(c, str) and c not in _RESERVED and not c.startswith("_")]
 
 
 def check_output_path(out: str | Path, what: str = "--out") -> Path:
@@ -72,13 +89,14 @@ def _objects(values) -> pd.Series:
 
 def rows_frame(rows: Sequence[dict]) -> pd.DataFrame:
     """A DataFrame of row dicts with every column kept as Python objects (safe for any file name)."""
-    return pd.DataFrame(list(rows), columns=list(ALL_COLUMNS), dtype=object)
+    return pd.DataFrame(list(rows), columns=list(ALL_COLUMNS) + extra_columns(rows), dtype=object)
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
     """Columns in canonical order and types: strings for path/scorer, float score, None for missing text.
 
-    The identity columns are optional on input (None when absent, e.g. a table from an older version).
+    The identity columns are optional on input (None when absent, e.g. a table from an older version); extra
+    output columns (`extra_columns`) follow as float64 (an empty CSV cell is NaN).
     """
     if df.empty:
         return empty_table()
@@ -88,11 +106,16 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=range(len(df)))
     out["path"] = _objects(_text(v) or "" for v in df["path"])
     out["scorer"] = _objects(_text(v) or "" for v in df["scorer"])
-    out["score"] = pd.to_numeric(pd.Series(list(df["score"]), dtype=object), errors="coerce").astype(
-        "float64").to_numpy()
+    out["score"] = _floats(df["score"])
     for c in _TEXT:
         out[c] = _objects(_text(v) for v in df[c]) if c in df.columns else _objects([None] * len(df))
+    for c in extra_columns(df):
+        out[c] = _floats(df[c])
     return out
+
+
+def _floats(values):  # "" (an empty CSV cell) and None -> NaN
+    return pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").astype("float64").to_numpy()
 
 
 def _needs_escape(s) -> bool:
@@ -124,7 +147,7 @@ def json_lines(df: pd.DataFrame, columns: Sequence[str] | None = None) -> Iterab
 
 
 def _json_rows(df: pd.DataFrame) -> Iterable[str]:
-    return json_lines(df, ALL_COLUMNS)
+    return json_lines(df, list(ALL_COLUMNS) + extra_columns(df))
 
 
 def parquet_safe(df: pd.DataFrame) -> pd.DataFrame:

@@ -8,9 +8,12 @@ Layout of `DIR/`:
   shard`) and one list<float32> column per backbone, named in `embeddings/backbones.json` ({column: embedding
   namespace}). It is written before its score part; an embeddings part without its score part (a kill in
   between) is deleted on resume, so embeddings are never duplicated either;
-- `_shards/<shard slug>.json`: written when a shard is finished: its identity and the run's fingerprints. A
-  restarted run skips a shard whose marker matches without opening it; any other shard is read and only its
-  samples without a valid row (same absolute key, identity, fingerprint and prompt, no error) are scored.
+- `_shards/<shard slug>.json`: written when a shard is finished: its identity, the run's fingerprints and how
+  many of its samples failed. A restarted run skips a shard whose marker matches and that had no failed sample
+  without opening it; any other shard is read and only its samples without a valid row (same absolute key,
+  identity, fingerprint and prompt, no error) are scored, so failed rows are tried again as `score_paths` does;
+- `_imported.json`: with a single-file output, `--resume` after a finished run first turns that file's rows
+  back into parts (`import_rows`), so they are reused instead of scored again.
 
 A row that is scored again (its file changed, or it failed before) supersedes the old one: the old parts of
 that shard are rewritten without it, so every (sample, scorer) has exactly one row on disk; `read_parts` also
@@ -30,11 +33,13 @@ import pandas as pd
 
 from imgpref.atomic import atomic_write
 from imgpref.scorers import output as outmod
+from imgpref.scorers.score_paths import NO_PROMPT
 
 EXTRA_COLUMNS = ("key", "shard")
 PART_COLUMNS = outmod.ALL_COLUMNS + EXTRA_COLUMNS
 EMB_DIR = "embeddings"
 MARKERS = "_shards"
+IMPORTED = "_imported.json"
 
 
 def shard_slug(shard: str) -> str:
@@ -75,6 +80,7 @@ class PartsWriter:
             with atomic_write(meta) as tmp:
                 Path(tmp).write_text(json.dumps(self.emb_columns, indent=1, sort_keys=True) + "\n")
         self._last = 0
+        self.failed: dict[str, int] = {}  # per shard: samples whose row this run wrote with an image error
 
     def _name(self, shard: str) -> str:
         ns = max(time.time_ns(), self._last + 1)  # strictly increasing within a run
@@ -90,17 +96,21 @@ class PartsWriter:
         for e in embeddings:
             emb_by_shard.setdefault(e["shard"], []).append(e)
         for shard, rs in by_shard.items():
+            self.failed[shard] = self.failed.get(shard, 0) + len(
+                {r["abs_path"] for r in rs if outmod._text(r.get("error")) not in (None, NO_PROMPT)})
             name = self._name(shard)
             if emb_by_shard.get(shard):
                 _write_parquet(embeddings_frame(emb_by_shard[shard], self.emb_columns), self.folder / EMB_DIR / name)
             _write_parquet(parts_frame(rs), self.folder / name)
 
     def mark_done(self, shard: str, identity: str | None, run_key: str) -> None:
-        """Record that `shard` (with this identity) is finished for this run's scorers and prompts."""
+        """Record that `shard` (with this identity) is finished for this run's scorers and prompts, and how many
+        of its samples failed (every row of a resumed shard that failed before is written again in this run)."""
         d = self.folder / MARKERS
         d.mkdir(exist_ok=True)
+        doc = {"shard": shard, "identity": identity, "run": run_key, "failed": self.failed.get(shard, 0)}
         with atomic_write(d / f"{shard_slug(shard)}.json") as tmp:
-            Path(tmp).write_text(json.dumps({"shard": shard, "identity": identity, "run": run_key}) + "\n")
+            Path(tmp).write_text(json.dumps(doc) + "\n")
 
 
 def parts_frame(rows: Sequence[dict]) -> pd.DataFrame:
@@ -123,13 +133,35 @@ def embeddings_frame(rows: Sequence[dict], columns: dict[str, str]) -> pd.DataFr
 
 
 def shard_done(folder: str | Path, shard: str, identity: str | None, run_key: str) -> bool:
-    """True when `shard`'s marker says it was finished with this identity and run key."""
+    """True when `shard`'s marker says it was finished with this identity and run key, and no sample failed
+    (a shard with failed rows is read again on resume so that they are retried)."""
     p = Path(folder) / MARKERS / f"{shard_slug(shard)}.json"
     try:
         doc = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return identity is not None and doc.get("identity") == identity and doc.get("run") == run_key
+    return (identity is not None and doc.get("identity") == identity and doc.get("run") == run_key
+            and doc.get("failed") == 0)
+
+
+def import_rows(folder: str | Path, rows_by_shard: dict[str, list[dict]], source: str | Path) -> int:
+    """Write the rows of an earlier single-file output back as parts (one per shard), once per parts folder.
+
+    A shard that already has parts (an import cut short by a kill) is left as it is, so no row is ever stored
+    twice; its missing rows are simply scored again. Returns the number of rows imported.
+    """
+    folder = Path(folder)
+    if (folder / IMPORTED).exists():
+        return 0
+    writer = PartsWriter(folder)
+    n = 0
+    for shard, rows in rows_by_shard.items():
+        if rows and not shard_parts(folder, shard):
+            writer.write(rows)
+            n += len(rows)
+    with atomic_write(folder / IMPORTED) as tmp:
+        Path(tmp).write_text(json.dumps({"source": str(source), "rows": n}) + "\n")
+    return n
 
 
 def shard_parts(folder: str | Path, shard: str) -> list[Path]:

@@ -201,3 +201,20 @@ register_preset(Preset(
     weights_help=f"folder with {_sa.HEAD_FILE} (and optionally the {_sa.SIGLIP_REPO} files; else that repo from "
                  "the HF cache)",
 ))
+
+
+# --- HPSv3 (Qwen2-VL-7B + reward head; mu is the score, sigma an extra output) ------------------------------------
+from imgpref.scorers import hpsv3 as _h3  # noqa: E402
+
+register_preset(Preset(
+    info=ScorerInfo(name="hpsv3", higher_is_better=True, score_range=None, needs_prompt=True,
+                    description="HPSv3: Qwen2-VL-7B-Instruct + rm_head on the <|Reward|> token's hidden state; score "
+                                "= mu, sigma = exp(log sigma) via Scorer.score_with_extras",
+                    extra={"reference": "github.com/MizzenAI/HPSv3 hpsv3/inference.py (bf16 weights, rm_head fp32)",
+                           "reference_precision": "bf16", "extra_outputs": ["sigma"]}),
+    backbone_key=_h3.hpsv3_key,
+    build_backbone=_h3.hpsv3_backbone,
+    build_head=_h3.hpsv3_head,
+    weights_help=f"{_h3.CKPT_FILE} (repo {_h3.REPO}) with the config/tokenizer files of {_h3.BASE_REPO} in the same "
+                 "folder, or both repos in the HF cache",
+))

@@ -8,6 +8,7 @@ folder `<out>.parts/` plays the journal's role while the run goes); a parts fold
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 import time
@@ -64,6 +65,7 @@ def score_dataset(
     ray_actors: int | None = None,
     progress: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    read_back: bool = True,
 ) -> pd.DataFrame:
     """Score every sample of `inputs` (files, folders, globs, path lists, Parquet/CSV tables, WebDataset tars).
 
@@ -73,7 +75,8 @@ def score_dataset(
     error. save_embeddings: write each backbone's image embeddings (parts output only). engine: "local" or
     "ray" (`imgpref.scorers.engine_ray`; ray_address "auto" joins a cluster, None starts a local Ray).
 
-    Returns the score table (for a parts folder: its rows read back); `attrs["stats"]` counts the run.
+    Returns the score table (for a parts folder: its rows read back, or with read_back=False, which keeps memory
+    flat at dataset scale, an empty table); `attrs["stats"]` counts the run.
     """
     from imgpref.data.prompts import PromptResolver
     from imgpref.scorers.score_paths import _as_scorers, _groups, resolve_device, resolve_precision
@@ -106,6 +109,11 @@ def score_dataset(
     groups = _groups(scorer_list, dtype, dev, fast)
     spec = build_spec(scorer_list, groups, prompt=prompt, max_pixels=max_pixels, save_embeddings=save_embeddings)
     run_key = spec.run_key(_prompts_key(prompts))
+    if resume and not as_parts and out_path.exists():
+        # a finished run left only the file (its parts are gone): its rows become parts again, to be reused
+        from imgpref.scorers.score_paths import _previous_rows
+
+        parts.import_rows(folder, rows_by_shard(_previous_rows(out_path, True), shards), out_path)
     writer = parts.PartsWriter(folder, spec.emb_columns if save_embeddings else None)
     parts.drop_orphan_embeddings(folder)
     stats = {"shards": len(shards), "shards_skipped": 0, "rows_new": 0, "failed_images": 0, "decoded": 0}
@@ -118,17 +126,48 @@ def score_dataset(
     else:
         run_local(shards, scorer_list, spec, dtypes, writer, run_key=run_key, resume=resume, batch_size=bs,
                   device=dev, stats=stats, progress=progress)
-    table = parts.read_parts(folder)
+    table = parts.read_parts(folder) if read_back or not as_parts else parts.parts_frame([])
     if not as_parts:
         outmod.write_scores(table, out_path)
         shutil.rmtree(folder, ignore_errors=True)
         table = outmod.read_scores(out_path)
     stats["seconds"] = time.perf_counter() - t0
-    stats["images"] = int(table["path"].nunique()) if len(table) else 0
-    stats["rows_resumed"] = max(0, len(table) - stats["rows_new"])
+    if read_back or not as_parts:
+        stats["images"] = int(table["path"].nunique()) if len(table) else 0
+        stats["rows_resumed"] = max(0, len(table) - stats["rows_new"])
     table.attrs["stats"] = stats
     table.attrs["higher_is_better"] = {s.name: bool(s.higher_is_better) for s in scorer_list}
     return table
+
+
+def rows_by_shard(rows: Iterable[dict], shards) -> dict[str, list[dict]]:
+    """Earlier output rows grouped by the shard of this run that holds their sample (by the resume key:
+    `<abs shard>::<key>`, or a file of a files shard or of a table's path column). Rows of samples that no
+    shard holds any more are left out, as `score_paths` leaves out rows of files no longer given."""
+    from imgpref.data.sources import SEP, FilesShard, TableShard
+
+    by_file: dict[str, str] = {}
+    for sh in shards:
+        if isinstance(sh, FilesShard):
+            by_file.update((os.path.abspath(f), sh.name) for f in sh.files)
+    by_prefix = {os.path.abspath(getattr(sh, "path", sh.name)): sh.name for sh in shards
+                 if not isinstance(sh, FilesShard)}
+    out: dict[str, list[dict]] = {}
+    pending: dict[str, list[dict]] = {}
+    for r in rows:
+        a = outmod.row_key(outmod._text(r.get("abs_path")), r["path"])
+        name = by_file.get(a) or by_prefix.get(a.partition(SEP)[0]) or by_prefix.get(a.rpartition(SEP)[0])
+        if name is None:
+            pending.setdefault(a, []).append(r)
+            continue
+        out.setdefault(name, []).append({**r, "key": r["path"], "shard": name})
+    for sh in shards:  # files named by a table's path column: only those tables say which shard they are in
+        if not pending or not isinstance(sh, TableShard):
+            continue
+        for s in sh.samples():
+            for r in pending.pop(s.abs_key, ()):
+                out.setdefault(sh.name, []).append({**r, "key": r["path"], "shard": sh.name})
+    return out
 
 
 def count_batch(stats: dict, rows: list[dict], batch: dict) -> None:

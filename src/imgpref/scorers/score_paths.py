@@ -33,7 +33,7 @@ from PIL import Image
 from imgpref.data.discovery import discover_images
 from imgpref.data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from imgpref.data.prompts import PromptResolver
-from imgpref.scorers.base import Backbone, Scorer
+from imgpref.scorers.base import Backbone, Head, Scorer
 from imgpref.scorers.cache import EmbeddingCache, file_hash
 from imgpref.scorers.identity import embedding_namespace, file_identity, scorer_fingerprint
 from imgpref.scorers import output as outmod
@@ -233,6 +233,24 @@ def _previous_rows(out: Path, resume: bool) -> list[dict]:
     return rows
 
 
+def has_extras(scorer: Scorer) -> bool:
+    """Whether `scorer`'s head declares extra outputs (overrides `Head.extras` / `Head.score_and_extras`)."""
+    cls = type(scorer.head)
+    return cls.extras is not Head.extras or cls.score_and_extras is not Head.score_and_extras
+
+
+def head_outputs(scorer: Scorer, img_emb: torch.Tensor,
+                 txt_emb: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(scores [B], {table column: [B]}) of `scorer`'s head on embeddings: the score plus the head's extras,
+    named by `output.extra_column`. Heads without extras run `score_embeddings` alone (one pass)."""
+    if not has_extras(scorer):
+        return scorer.score_embeddings(img_emb, txt_emb), {}
+    if scorer.needs_prompt and txt_emb is None:
+        raise ValueError(f"scorer {scorer.name!r} needs prompts: pass --prompt/--prompts or prompts=[...]")
+    score, extra = scorer.head.score_and_extras(img_emb, txt_emb if scorer.head.needs_text else None)
+    return score, {outmod.extra_column(k): v for k, v in extra.items()}
+
+
 def _text(v) -> str | None:
     if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
         return None
@@ -317,9 +335,10 @@ def score_paths(
                 and _text(r.get("file_id")) == file_ids[i] and _text(r.get("fingerprint")) == fingerprints[j]
                 and _text(r.get("prompt")) == image_prompts[i])
 
-    def row(i: int, j: int, score: float, error: str | None) -> dict:
+    def row(i: int, j: int, score: float, error: str | None, extras: dict[str, float] | None = None) -> dict:
         return {"path": files[i], "scorer": scorer_list[j].name, "score": score, "prompt": image_prompts[i],
-                "error": error, "abs_path": abs_paths[i], "file_id": file_ids[i], "fingerprint": fingerprints[j]}
+                "error": error, "abs_path": abs_paths[i], "file_id": file_ids[i], "fingerprint": fingerprints[j],
+                **(extras or {})}
 
     new_rows: list[dict] = []
     stats = {"images": len(files), "rows_resumed": 0, "rows_new": 0, "cache_hits": 0, "decoded": 0,
@@ -378,7 +397,7 @@ def score_paths(
     def score_group(g: _Group, idx: list[int], emb: torch.Tensor) -> None:
         """Heads of group g on image embeddings emb [n, D] of images idx (in files order)."""
         rows = []
-        scores: dict[int, list[float]] = {}
+        scores: dict[int, list[tuple[int, float, dict[str, float]]]] = {}
         for j in g.members:
             sel = [r for r, i in enumerate(idx) if j in todo[i].get(g.key, ())]
             if not sel:
@@ -387,13 +406,16 @@ def score_paths(
             # prompt_texts: the text the scorer's reference embeds (CLIPScore prefixes "A photo depicts ")
             txt = text_embeddings(g, scorer_list[j].prompt_texts([image_prompts[idx[r]] for r in sel])) \
                 if needs_text[j] else None
-            vals = scorer_list[j].score_embeddings(e, txt).float().cpu().tolist()
-            for r, v in zip(sel, vals):
-                scores.setdefault(r, []).append((j, v))
-        for r, pairs in sorted(scores.items()):
+            # extras are computed from the (possibly cached) embedding like the score: the cache holds no scores
+            vals, extra = head_outputs(scorer_list[j], e, txt)
+            vals = vals.float().cpu().tolist()
+            extra = {c: t.float().cpu().tolist() for c, t in extra.items()}
+            for k, (r, v) in enumerate(zip(sel, vals)):
+                scores.setdefault(r, []).append((j, v, {c: float(x[k]) for c, x in extra.items()}))
+        for r, triples in sorted(scores.items()):
             i = idx[r]
-            for j, v in pairs:
-                rows.append(row(i, j, float(v), None))
+            for j, v, ex in triples:
+                rows.append(row(i, j, float(v), None, ex))
         emit(rows)
 
     @torch.inference_mode()

@@ -7,13 +7,15 @@ stage that holds the models: an actor in Ray) -> rows (`to_rows`, `to_embeddings
 A batch is a dict of equal-length columns (lists or numpy arrays), the format Ray Data's `map_batches` passes
 with `batch_format="numpy"`: `key, abs_key, identity, shard, prompt, path, data, error, todo` (the indices of
 the scorers still missing for that sample, comma-separated), then `x<g>` (inputs of backbone group g),
-`s<j>` (score of scorer j) and `e<g>` (embedding of group g).
+`s<j>` (score of scorer j), `s<j>:<column>` (extra output of scorer j's head, e.g. HPSv3's sigma; the columns
+are fixed by `RunSpec.extras` so every batch has the same ones) and `e<g>` (embedding of group g).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -24,8 +26,9 @@ import torch
 from imgpref.data.images import DEFAULT_MAX_PIXELS, ImageLoadError
 from imgpref.data.sources import Sample, Shard, decode
 from imgpref.scorers.base import Scorer
-from imgpref.scorers.score_paths import NO_PROMPT
+from imgpref.scorers.score_paths import NO_PROMPT, has_extras, head_outputs
 
+TEXT_CACHE_SIZE = 4096  # text embeddings kept per backbone group (prompts repeat within a shard, rarely across)
 SAMPLE_COLUMNS = ("key", "abs_key", "identity", "shard", "prompt", "path", "data", "error", "todo")
 
 
@@ -45,6 +48,11 @@ class RunSpec:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     prompt: str | None = None
     save_embeddings: bool = False
+    extras: list[list[str]] | None = None  # per scorer: the table columns of its head's extra outputs
+
+    def extra_columns(self, j: int) -> list[str]:
+        """The extra-output columns of scorer j (none for specs built without `extras`)."""
+        return list(self.extras[j]) if self.extras else []
 
     @property
     def emb_columns(self) -> dict[str, str]:
@@ -65,20 +73,25 @@ def build_spec(scorers: Sequence[Scorer], groups: Sequence[Any], *, prompt: str 
     from PIL import Image
 
     gi = {j: k for k, g in enumerate(groups) for j in g.members}
-    shapes, dims = [], []
+    shapes, dims, extras = [], [], [[] for _ in scorers]
     with torch.inference_mode():  # probe: the fixed input shape and embedding width of each backbone
-        for g in groups:
+        for k, g in enumerate(groups):
             x = g.backbone.preprocess(Image.new("RGB", (64, 48), (120, 90, 60)))
             dev = next((p.device for p in g.backbone.parameters()), torch.device("cpu"))
             pdt = next((p.dtype for p in g.backbone.parameters() if p.is_floating_point()), torch.float32)
             shapes.append(tuple(x.shape))
-            dims.append(int(g.backbone.embed_images(x[None].to(dev, pdt)).shape[-1]))
+            emb = g.backbone.embed_images(x[None].to(dev, pdt)).float()
+            dims.append(int(emb.shape[-1]))
+            for j in (j for j in g.members if has_extras(scorers[j])):  # the names of the heads' extra outputs
+                s = scorers[j]
+                txt = s.embed_texts(["a photo"]).float() if s.head.needs_text or s.needs_prompt else None
+                extras[j] = list(head_outputs(s, emb, txt)[1])
     return RunSpec(names=[s.name for s in scorers],
                    fingerprints=[scorer_fingerprint(s, groups[gi[j]].cache_ns) for j, s in enumerate(scorers)],
                    needs_text=[bool(s.head.needs_text or s.needs_prompt) for s in scorers],
                    group_of=[gi[j] for j in range(len(scorers))], drafts=[g.draft for g in groups],
                    namespaces=[g.cache_ns for g in groups], input_shapes=shapes, emb_dims=dims, max_pixels=max_pixels, prompt=prompt,
-                   save_embeddings=save_embeddings)
+                   save_embeddings=save_embeddings, extras=extras)
 
 
 # -- plan ----------------------------------------------------------------------------------------------------------
@@ -193,8 +206,9 @@ class EmbedAndScore:
     """Backbone once per group and batch, then every head on the embeddings (a Ray actor, or in-process)."""
 
     def __init__(self, scorers: Sequence[Scorer], spec: RunSpec, device: str | torch.device = "cpu",
-                 dtypes: Sequence[torch.dtype] | None = None):
+                 dtypes: Sequence[torch.dtype] | None = None, text_cache_size: int = TEXT_CACHE_SIZE):
         self.spec = spec
+        self.text_cache_size = int(text_cache_size)
         self.scorers = list(scorers)
         self.device = torch.device(device)
         for s in self.scorers:
@@ -203,7 +217,8 @@ class EmbedAndScore:
         self.dtypes = list(dtypes) if dtypes is not None else [torch.float32] * ng
         self.backbones = [next(self.scorers[j].backbone for j in range(len(spec.names)) if spec.group_of[j] == g)
                           for g in range(ng)]
-        self.txt: list[dict[str, torch.Tensor]] = [{} for _ in range(ng)]
+        # captions are often unique per sample (LAION): a bounded LRU keeps memory flat over a dataset
+        self.txt: list[OrderedDict[str, torch.Tensor]] = [OrderedDict() for _ in range(ng)]
 
     def _autocast(self, g: int):
         dt = self.dtypes[g]
@@ -212,12 +227,20 @@ class EmbedAndScore:
     def _texts(self, g: int, texts: list[str]) -> torch.Tensor:
         cache = self.txt[g]
         missing = sorted({t for t in texts if t not in cache})
+        fresh: dict[str, torch.Tensor] = {}
         for k in range(0, len(missing), 256):
             chunk = missing[k:k + 256]
             with self._autocast(g):
                 emb = self.backbones[g].embed_texts(chunk).float()
-            cache.update(zip(chunk, emb))
-        return torch.stack([cache[t] for t in texts])
+            fresh.update(zip(chunk, (e.clone() for e in emb)))  # a row of its own: no chunk kept alive
+        out = torch.stack([fresh[t] if t in fresh else cache[t] for t in texts])
+        for t in texts:  # most recently used last; the oldest go once the cache is full
+            if t in cache:
+                cache.move_to_end(t)
+        cache.update(fresh)
+        while len(cache) > self.text_cache_size:
+            cache.popitem(last=False)
+        return out
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> dict:
@@ -228,6 +251,8 @@ class EmbedAndScore:
         todos = [todo_of(batch, r) for r in range(n)]
         out = {c: batch[c] for c in batch if not str(c).startswith("x")}
         scores = np.full((len(spec.names), n), np.nan, dtype=np.float64)
+        extras = {(j, c): np.full(n, np.nan, dtype=np.float64) for j in range(len(spec.names))
+                  for c in spec.extra_columns(j)}
         for g, bb in enumerate(self.backbones):
             rows = [r for r in range(n) if errors[r] is None and any(spec.group_of[j] == g for j in todos[r])]
             emb_np = None
@@ -245,8 +270,12 @@ class EmbedAndScore:
                     sc = self.scorers[j]
                     txt = self._texts(g, sc.prompt_texts([prompts[rows[k]] for k in sel])) if spec.needs_text[j] \
                         else None
-                    vals = sc.score_embeddings(e, txt).float().cpu().numpy()
-                    scores[j, [rows[k] for k in sel]] = vals
+                    vals, extra = head_outputs(sc, e, txt)
+                    where = [rows[k] for k in sel]
+                    scores[j, where] = vals.float().cpu().numpy()
+                    for c, v in extra.items():
+                        if (j, c) in extras:  # only the probed columns (a stable set of batch columns)
+                            extras[(j, c)][where] = v.float().cpu().numpy()
             if spec.save_embeddings:  # NaN rows: not embedded here (failed, or not needed for this group)
                 col = np.full((n, spec.emb_dims[g]), np.nan, dtype=np.float32)
                 if rows:
@@ -254,6 +283,8 @@ class EmbedAndScore:
                 out[f"e{g}"] = col
         for j in range(len(spec.names)):
             out[f"s{j}"] = scores[j]
+        for (j, c), v in extras.items():
+            out[f"s{j}:{c}"] = v
         out["error"] = errors
         return out
 
@@ -270,7 +301,8 @@ def to_rows(batch: dict, spec: RunSpec) -> list[dict]:
         for j in todo_of(batch, r):
             e = err if err is not None else (NO_PROMPT if spec.needs_text[j] and prompt is None else None)
             v = float(batch[f"s{j}"][r])
-            rows.append({"path": str(batch["key"][r]), "scorer": spec.names[j],
+            extra = {c: math.nan if e is not None else float(batch[f"s{j}:{c}"][r]) for c in spec.extra_columns(j)}
+            rows.append({**extra, "path": str(batch["key"][r]), "scorer": spec.names[j],
                          "score": math.nan if e is not None else v, "prompt": prompt, "error": e,
                          "abs_path": str(batch["abs_key"][r]), "file_id": _text(batch["identity"][r]),
                          "fingerprint": spec.fingerprints[j], "key": str(batch["key"][r]),

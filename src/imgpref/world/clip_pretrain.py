@@ -31,12 +31,12 @@ WORLD_CLIP_CONFIG: dict = {
 }
 
 
-def build_world_clip(seed: int = 0):
-    """A randomly initialised world CLIP (`WORLD_CLIP_CONFIG`), deterministic from `seed`."""
+def build_world_clip(seed: int = 0, config: dict | None = None):
+    """A randomly initialised world CLIP (`config`, default `WORLD_CLIP_CONFIG`), deterministic from `seed`."""
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(seed)
-    return CLIPModel(CLIPConfig(**WORLD_CLIP_CONFIG))
+    return CLIPModel(CLIPConfig(**(config or WORLD_CLIP_CONFIG)))
 
 
 def world_tokenizer():
@@ -76,15 +76,16 @@ class CLIPBatchLoss:
 
 
 def pretrain_clip(images: np.ndarray, prompts: Sequence[str], *, steps: int = 600, batch_size: int = 128,
-                  lr: float = 1e-3, seed: int = 0, progress: bool = False):
-    """Pretrain a world CLIP on (image, caption) pairs with Lightning; returns the model (eval mode)."""
+                  lr: float = 1e-3, seed: int = 0, progress: bool = False, config: dict | None = None):
+    """Pretrain a world CLIP (`config`, default `WORLD_CLIP_CONFIG`) on (image, caption) pairs with Lightning;
+    returns the model (eval mode)."""
     from imgpref.world.pretrain_modules import fit_stage
 
     captions = sorted(set(prompts))
     index = {c: i for i, c in enumerate(captions)}
     cap = torch.tensor([index[p] for p in prompts])
     table = tokenize(captions, TRAIN_TOKENS)
-    model = build_world_clip(seed)
+    model = build_world_clip(seed, config)
     fit_stage(model, CLIPBatchLoss(table), (clip_pixels(images), cap), steps=steps, batch_size=batch_size, lr=lr,
               seed=seed, warmup=min(50, steps // 5 + 1), weight_decay=0.1, progress=progress)
     return model.eval()

@@ -25,7 +25,8 @@ from imgpref.world.judge import judge
 from imgpref.world.scenes import COLOURS, SHAPES, PromptSpec, caption, parse_prompt
 
 _COLOURS = tuple(COLOURS)
-KINDS = {"world-gold": "utility", "world-gold-fidelity": "fidelity", "world-gold-aesthetics": "aesthetics"}
+KINDS = {"world-gold": "utility", "world-gold-fidelity": "fidelity", "world-gold-aesthetics": "aesthetics",
+         "world-gold-taste1": "taste1"}  # taste1: the second taste group's utility (annotators.AnnotatorConfig)
 
 
 class WorldPixelsBackbone(Backbone):
@@ -64,7 +65,8 @@ class WorldPixelsBackbone(Backbone):
 
 
 class WorldGoldHead(Head):
-    """Decodes pixels and PromptSpec codes and returns the gold judge's `kind` (utility/fidelity/aesthetics)."""
+    """Decodes pixels and PromptSpec codes and returns the gold judge's `kind` (utility/fidelity/aesthetics, or
+    taste1: the utility of the second taste group, which weights aesthetics more)."""
 
     needs_text = True
 
@@ -78,7 +80,13 @@ class WorldGoldHead(Head):
         x = img_emb.detach().float().cpu().reshape(-1, 3, self.size, self.size).clamp(0.0, 1.0)
         codes = txt_emb.detach().cpu().round().long().tolist()
         prompts = [caption(PromptSpec(int(c), _COLOURS[k], SHAPES[s], _COLOURS[b])) for c, k, s, b in codes]
-        out = judge(x, prompts)[self.kind]
+        j = judge(x, prompts)
+        if self.kind == "taste1":  # group 1 of two taste groups weights aesthetics more (imgpref.world.annotators)
+            from imgpref.world.annotators import AnnotatorConfig, group_utility
+
+            out = group_utility(j["fidelity"], j["aesthetics"], AnnotatorConfig().group_weights[1])
+        else:
+            out = j[self.kind]
         return torch.as_tensor(out, dtype=img_emb.dtype, device=img_emb.device)
 
     def describe(self) -> dict[str, Any]:

@@ -7,7 +7,9 @@
   written as PNGs with an items table (path, prompt, prompt_id, split).
 - `vote_manifest`: judge every image with the gold judge, draw simulated votes, write the canonical manifest.
   The gold utilities go to a side file (`gold.csv`) for evaluation only; training reads only the manifest.
-- `train_reward_model`: `imgpref.train.run.train` with configs/train/world_reward.yaml on the world CLIP.
+- `train_reward_model`: `imgpref.train.run.train` with configs/train/world_reward.yaml on a world CLIP:
+  `rm_clip_dir("reward")` (default: the larger reward CLIP, `imgpref.world.reward_clip`, pretrained once and
+  cached, as PickScore fine-tunes CLIP-H while SD1.5 conditions on CLIP-L) or the base pipeline's CLIP.
 - `evaluate_vs_gold`: `imgpref.eval.evaluate.evaluate` (votes protocol) on the test split for the reward model
   and for the gold oracle (`world-gold` scorer) against the same vote majorities; the ratio is the issue's
   ">= 0.9x the oracle" target.
@@ -125,6 +127,24 @@ def vote_manifest(out: str | Path, items: pd.DataFrame, images: np.ndarray, cfg:
     with atomic_write(out / "gold.csv") as tmp:
         gold.to_csv(tmp, index=False)
     return path, gold
+
+
+REWARD_CLIPS = ("reward", "base")
+
+
+def rm_clip_dir(choice: str, base_clip: str | Path | None = None, *, progress: bool = False) -> Path:
+    """The CLIP folder a world reward model is fine-tuned from: "reward" = the larger reward CLIP
+    (`imgpref.world.reward_clip.reward_clip_dir`, pretrained on first use, then cached), "base" = `base_clip`
+    (the base pipeline's CLIP folder, e.g. BASE_DIR/clip)."""
+    if choice == "reward":
+        from imgpref.world.reward_clip import reward_clip_dir
+
+        return reward_clip_dir(progress=progress)
+    if choice == "base":
+        if base_clip is None:
+            raise ValueError("rm clip 'base' needs the base CLIP folder (BASE_DIR/clip)")
+        return Path(base_clip)
+    raise ValueError(f"unknown reward-model CLIP {choice!r}; choose from {REWARD_CLIPS}")
 
 
 def train_reward_model(manifest: str | Path, out: str | Path, clip_dir: str | Path, *,

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -103,14 +103,29 @@ def world_dirs(pack: str | os.PathLike = PACK_DIR, cache: str | os.PathLike | No
 
     root = Path(cache) if cache is not None else cache_root()
     final = root / pack_digest(pack)
-    if not (final / "pipeline" / "model_index.json").is_file() or not (final / "clip" / "config.json").is_file():
-        tmp = root / f".{final.name}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        pipe, clip = load_world(pack)
-        save_world(pipe, clip, tmp)
-        shutil.rmtree(final, ignore_errors=True)  # reached only when incomplete (an interrupted earlier write)
-        try:
-            os.replace(tmp, final)  # a reader sees no folder or the whole folder, never half of it
-        except OSError:  # another process finished first: keep its (identical) folder
-            shutil.rmtree(tmp, ignore_errors=True)
+    materialise_once(final, lambda tmp: save_world(*load_world(pack), tmp),
+                     marker=("pipeline/model_index.json", "clip/config.json"))
     return {"pipeline": final / "pipeline", "clip": final / "clip"}
+
+
+def materialise_once(final: str | os.PathLike, write: Callable[[Path], Any],
+                     marker: str | Sequence[str]) -> Path:
+    """`final`, written by `write(tmp_folder)` unless every `marker` file (relative to it) already exists.
+
+    The folder is written beside `final` and renamed into place, so a reader sees no folder or the whole
+    folder, never half of it; an incomplete `final` (an interrupted earlier write) is replaced.
+    """
+    final = Path(final)
+    markers = [marker] if isinstance(marker, str) else list(marker)
+    if all((final / m).is_file() for m in markers):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another process finished first: keep its (identical) folder
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

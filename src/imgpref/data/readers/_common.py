@@ -150,10 +150,17 @@ def pair_skip_reason(image_0: Path | None, image_1: Path | None) -> str | None:
 
 
 def find_by_stem(folder: Path, stem: str, cache: dict[Path, dict[str, Path]]) -> Path | None:
-    """The image file named `stem` + any image suffix in `folder` (listed once per folder), or None."""
+    """The image file named `stem` + any image suffix in `folder` (listed once per folder), or None.
+
+    When several suffixes share a stem, the first in IMAGE_SUFFIXES wins, whatever order the folder lists them in.
+    """
     if folder not in cache:
-        cache[folder] = {f.stem: f.resolve() for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES} \
-            if folder.is_dir() else {}
+        listing: dict[str, Path] = {}
+        if folder.is_dir():
+            files = [f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+            for f in sorted(files, key=lambda f: IMAGE_SUFFIXES.index(f.suffix.lower()), reverse=True):
+                listing[f.stem] = f.resolve()
+        cache[folder] = listing
     return cache[folder].get(stem)
 
 

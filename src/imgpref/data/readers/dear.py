@@ -16,7 +16,8 @@ Votes table (.csv or .tsv; column names are matched case-insensitively, a `PREFI
 (then `scene` may be absent). Optional: split (per scene), annotator (worker id).
 Votes are summed per unordered pair of one scene (image_0 = the `left` rendering of the first row naming the
 pair); with `per_annotator=True` each annotator keeps its own rows (annotator = worker id), for pluralistic
-heads. group = scene.
+heads. group = scene. Rows of scenes whose images are not downloaded are skipped and counted as "missing image"
+(the published markup may name more scenes than the 100-scene sample ships images for).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from imgpref.data.readers._common import IMAGE_SUFFIXES, ConvertReport, PairAggregator, read_table
+from imgpref.data.readers._common import IMAGE_SUFFIXES, ConvertReport, PairAggregator, find_by_stem, read_table
 
 _SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "": ""}
 SYNONYMS = {
@@ -139,6 +140,8 @@ class _Renderings:
         self.roots = roots
         self.cache: dict[tuple[str, str], Path | None] = {}
         self.sides: dict[tuple[str, str, str], tuple[str, Path | None]] = {}
+        # each folder is listed once: the full REPID markup names ~5,000 scenes, the sample ships images of 100
+        self.listings: dict[Path, dict[str, Path]] = {}
 
     def side(self, scene: str, value: str) -> tuple[str, Path | None]:
         """(scene, image) of one side; scene comes from the path when the table has none."""
@@ -176,17 +179,13 @@ class _Renderings:
         for root in self.roots:
             for base, stem in ((root / scene, rendering), (root / "images" / scene, rendering),
                                (root / "images" / rendering, scene), (root / rendering, scene)):
-                yield _with_suffix(base, stem)
+                yield self._in_folder(base, stem)
 
-
-def _with_suffix(base: Path, stem: str) -> Path | None:
-    if Path(stem).suffix.lower() in IMAGE_SUFFIXES and (base / stem).is_file():
-        return (base / stem).resolve()
-    for suffix in IMAGE_SUFFIXES:
-        cand = base / f"{stem}{suffix}"
-        if cand.is_file():
-            return cand.resolve()
-    return None
+    def _in_folder(self, base: Path, stem: str) -> Path | None:
+        """`base/stem` when stem already ends in an image suffix, else `base/stem.<any image suffix>`."""
+        if Path(stem).suffix.lower() in IMAGE_SUFFIXES and (base / stem).is_file():
+            return (base / stem).resolve()
+        return find_by_stem(base, stem, self.listings)
 
 
 def read(src: str | Path, out: str | Path | None = None, *,
