@@ -92,10 +92,13 @@ def main() -> None:
     ap.add_argument("--proxy", choices=("rm", "gold"), default="rm")
     ap.add_argument("--rm", default=None, help="an already trained reward-model folder (skips voting + training)")
     ap.add_argument("--rm-prompts", type=int, default=120, help="train prompts of the reward model's data")
-    ap.add_argument("--rm-clip", choices=("reward", "base"), default="reward",
+    ap.add_argument("--rm-clip", choices=("reward", "base"), default="base",
                     help="CLIP the reward model is fine-tuned from: the larger reward CLIP or the base's")
-    ap.add_argument("--pair-prompts", type=int, default=120)
-    ap.add_argument("--k", type=int, default=6, help="images per pair prompt (best vs worst by the proxy)")
+    ap.add_argument("--pair-prompts", type=int, default=400)
+    ap.add_argument("--pair-combos", choices=("all", "train"), default="all",
+                    help="colour x shape combos of the pair prompts (never the held-out evaluation prompts)")
+    ap.add_argument("--pack", default=None, help="a world pack folder (default: the committed base)")
+    ap.add_argument("--k", type=int, default=8, help="images per pair prompt (best vs worst by the proxy)")
     ap.add_argument("--test-prompts", type=int, default=48)
     ap.add_argument("--eval-seeds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
@@ -112,7 +115,7 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     from imgpref.align.pairs import label_pairs
     from imgpref.align.train import align
-    from imgpref.world.align_world import BaseSamples, compare_to_base
+    from imgpref.world.align_world import BaseSamples, alignment_prompts, compare_to_base
     from imgpref.world.base_model import SAMPLE_SETTINGS
     from imgpref.world.reward import world_prompts
     from imgpref.world.store import load_world, world_dirs
@@ -120,15 +123,15 @@ def main() -> None:
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     t0 = clock()
-    pipe, _ = load_world()
-    dirs = world_dirs()
+    pipe, _ = load_world(args.pack) if args.pack else load_world()
+    dirs = world_dirs(args.pack) if args.pack else world_dirs()
     proxy, proxy_info = proxy_scorer(args, pipe, dirs, root)
     t_rm = clock()
-    pair_prompts = world_prompts(1, args.pair_prompts, 0, 0)["train"]
+    test = world_prompts(0, args.rm_prompts, args.rm_prompts // 5, args.test_prompts)["test"]
+    pair_prompts = alignment_prompts(1, args.pair_prompts, test, combos=args.pair_combos)
     pairs = label_pairs(pipe, pair_prompts, [proxy], root / "pairs", n=args.k, batch_size=64,
                         num_inference_steps=SAMPLE_SETTINGS["num_inference_steps"],
                         guidance_scale=SAMPLE_SETTINGS["guidance_scale"])
-    test = world_prompts(0, args.rm_prompts, args.rm_prompts // 5, args.test_prompts)["test"]
     base = BaseSamples(pipe, test, seeds=args.eval_seeds)
     t_pairs = clock()
     print(f"{pairs.n_pairs} pairs; base gold fidelity on {len(test)} held-out prompts x {args.eval_seeds}: "

@@ -62,7 +62,7 @@ def main() -> None:
     from imgpref.align.pairs import label_pairs
     from imgpref.align.train import align
     from imgpref.scorers.registry import load_scorer
-    from imgpref.world.align_world import BaseSamples, compare_to_base
+    from imgpref.world.align_world import BaseSamples, alignment_prompts, compare_to_base
     from imgpref.world.base_model import SAMPLE_SETTINGS
     from imgpref.world.gold_scorer import register_world_scorers
     from imgpref.world.reward import world_prompts
@@ -76,7 +76,7 @@ def main() -> None:
     test = world_prompts(0, 120, 24, args.test_prompts)["test"]
     base = BaseSamples(pipe, test, seeds=args.eval_seeds)
     u_base = group_utilities(base.gold)
-    pair_prompts = world_prompts(1, args.pair_prompts, 0, 0)["train"]
+    pair_prompts = alignment_prompts(1, args.pair_prompts, test)  # every combo; never an evaluation prompt
     recipe = REPO / "configs" / "align" / "world_dpo.yaml"
     sets = parse_sets(args.set)["*"]
     rows = []

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 from skimage import data
@@ -15,6 +16,8 @@ from skimage import data
 from imgpref.scorers.output import read_scores
 from imgpref.scorers.registry import load_scorer
 
+# building the tiny Qwen2-VL checkpoint takes ~40 s on a loaded 2-core machine
+pytestmark = pytest.mark.slow
 TOL = 1e-5
 PROMPT = "a ginger cat on a blanket"
 
@@ -42,7 +45,9 @@ def test_folder_engine_writes_sigma_and_keeps_it_through_cache_and_resume(hpsv3_
     out, cache = tmp_path / "scores.csv", tmp_path / "cache"
     for run in range(2):  # the second run takes the embeddings from the cache
         o = out.with_name(f"scores{run}.csv")
-        score_paths(pics, scorers, prompt=PROMPT, out=o, cache=cache, num_workers=0, batch_size=2, progress=False)
+        got = score_paths(pics, scorers, prompt=PROMPT, out=o, cache=cache, num_workers=0, batch_size=2,
+                          progress=False)
+        assert got.attrs["stats"]["cache_hits"] == (4 if run else 0)  # 2 images x 2 backbones
         table = read_scores(o)
         assert "sigma" in table.columns
         hp = table[table["scorer"] == scorers[0].name].sort_values("path")
@@ -65,14 +70,15 @@ def test_dataset_engine_writes_sigma(hpsv3_tiny, tmp_path):
 
     torch.set_num_threads(1)
     folder = hpsv3_tiny[0]
-    made = write_sample_dataset(tmp_path / "ds", shards=0, table_rows=2, size=(48, 40))
+    # 4:3 like build_spec's probe: the dataset engine needs one input shape, and HPSv3 keeps the aspect ratio
+    made = write_sample_dataset(tmp_path / "ds", shards=0, table_rows=2, size=(64, 48))
     rows = pd.read_parquet(made["table"])
     images = [Image.open(io.BytesIO(b)) for b in rows["image"]]
     expected = dict(zip(rows["key"], _expected_sigma(folder, images, list(rows["prompt"]))))
 
     scorers = [load_scorer("hpsv3", weights=folder), load_scorer("contrast")]
-    for out in (tmp_path / "scores.parquet", tmp_path / "parts/"):
-        table = score_dataset([made["table"]], scorers, out=out, batch_size=2, progress=False)
+    for out, fmt in ((tmp_path / "scores.parquet", None), (tmp_path / "parts", "parts")):
+        table = score_dataset([made["table"]], scorers, out=out, out_format=fmt, batch_size=2, progress=False)
         hp = table[table["scorer"] == scorers[0].name]
         assert len(hp) == 2 and hp["error"].isna().all()
         for path, sigma in zip(hp["path"], hp["sigma"]):

@@ -50,11 +50,11 @@ def test_committed_base_samples_recognisable_scenes(world, heldout_judged):
     assert float(j["colour"].mean()) > 0.5 and float(j["background"].mean()) > 0.4, j
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 target not met by the committed base: held-out gold fidelity "
-                   "measured 0.25-0.27 (benchmarks/RESULTS.md, world_align); the target stays 0.3-0.8")
 def test_committed_base_fidelity_is_in_the_target_band(heldout_judged):
     fid = float(heldout_judged[2]["fidelity"].mean())
-    assert 0.3 <= fid <= 0.8, fid  # issue 8: recognisably the world, with headroom for alignment
+    # issue 8: recognisably the world, with headroom for alignment. Measured on these 24 prompts: 0.401; on the
+    # benchmark's 48 held-out prompts x 2 seeds: 0.321 (benchmarks/RESULTS.md, world_align).
+    assert 0.3 <= fid <= 0.8, fid
 
 
 def test_save_pretrained_folders_load_as_the_same_pipeline_and_clip(world, tmp_path):

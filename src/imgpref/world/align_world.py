@@ -120,3 +120,27 @@ def scored_grid(base_images: torch.Tensor, aligned_images: torch.Tensor, prompts
                 v = (vb, va)[c][r]
                 draw.text((x, y + cell + 2 + 12 * s), f"{name} {float(v):.2f}", fill="black")
     return grid
+
+
+def alignment_prompts(seed: int, n: int, exclude: Sequence[str] = (), *, combos: str = "all") -> list[str]:
+    """`n` distinct prompts for `imgpref align pairs`, none of them in `exclude` (the held-out evaluation prompts).
+
+    combos: "all" draws from every colour x shape combination (held-out combos were unseen in *pretraining*
+    only; the evaluation prompts stay unseen by alignment), "train" from the pretraining combos only.
+    """
+    from imgpref.world.scenes import caption, sample_scene, split_combos
+
+    if combos not in ("all", "train"):
+        raise ValueError(f"combos must be 'all' or 'train'; got {combos!r}")
+    pool = None if combos == "all" else split_combos(0)[0]
+    rng = np.random.default_rng([seed, 707])
+    taken, out = set(exclude), []
+    for _ in range(200 * max(n, 1)):
+        if len(out) == n:
+            return out
+        p = caption(sample_scene(rng, combos=pool))
+        if p not in taken:
+            taken.add(p)
+            out.append(p)
+    raise ValueError(f"could not draw {n} distinct alignment prompts outside the {len(taken) - len(out)} excluded; "
+                     "ask for fewer")

@@ -49,12 +49,13 @@ class LoopConfig:
     n_test_prompts: int = 48          # held-out prompts; half of them held-out colour x shape combinations
     annotators: AnnotatorConfig = field(default_factory=AnnotatorConfig)
     rm_overrides: tuple[str, ...] = ()
-    rm_clip: str = "reward"           # CLIP the reward model is fine-tuned from (reward.rm_clip_dir): "reward" = the
-                                      # larger reward CLIP (pretrained once, cached), "base" = BASE_DIR/clip
-    n_pair_prompts: int = 120         # prompts (pretraining combos) for `align pairs`
-    k_pairs: int = 6                  # images per prompt for `align pairs` (best vs worst by the reward model)
+    rm_clip: str = "base"             # CLIP the reward model is fine-tuned from (reward.rm_clip_dir): "reward" = the
+                                      # larger reward CLIP (pretrained once, cached), "base" = BASE_DIR/clip;
+                                      # measured within noise of each other (0.74-0.79 of the gold oracle)
+    n_pair_prompts: int = 400         # prompts for `align pairs` (any combo, never an evaluation prompt)
+    k_pairs: int = 8                  # images per prompt for `align pairs` (best vs worst by the reward model)
     methods: tuple[str, ...] = METHODS
-    curve_steps: tuple[int, ...] = (50, 100, 200)   # align is resumed to each of these; the last is final
+    curve_steps: tuple[int, ...] = (200, 400, 800)  # align is resumed to each of these; the last is final
     align_overrides: dict[str, Any] = field(default_factory=dict)
     n_eval_prompts: int = 48          # held-out prompts for `align eval` (the RM test prompts)
     eval_seeds: int = 4
@@ -165,7 +166,7 @@ def run_loop(out: str | Path, *, base: str | Path | None = None, config: LoopCon
     from imgpref.align.train import align
     from imgpref.scorers.registry import load_scorer
     from imgpref.world.base_model import SAMPLE_SETTINGS
-    from imgpref.world.align_world import BaseSamples, compare_to_base
+    from imgpref.world.align_world import BaseSamples, alignment_prompts, compare_to_base
     from imgpref.world.gold_scorer import register_world_scorers
     from imgpref.world.reward import (evaluate_vs_gold, generation_set, rm_clip_dir, train_reward_model,
                                        vote_manifest, world_prompts)
@@ -198,7 +199,7 @@ def run_loop(out: str | Path, *, base: str | Path | None = None, config: LoopCon
          f"(ratio {rm_eval['ratio']:.3f})")
     t = _lap(timings, "rm_eval", t)
 
-    pair_prompts = world_prompts(cfg.seed + 1, cfg.n_pair_prompts, 0, 0)["train"]
+    pair_prompts = alignment_prompts(cfg.seed + 1, cfg.n_pair_prompts, prompts["test"])
     rm_dir = str(rm.scorer_dir)
     pairs = label_pairs(str(pipe_dir), pair_prompts, [rm_dir], out / "pairs", n=cfg.k_pairs,
                         base_seed=cfg.seed * 1_000_003, batch_size=64, progress=progress,
