@@ -15,6 +15,18 @@ from pathlib import Path
 import typer
 
 
+def _check_out_and_threads(out: Path, threads: int) -> None:
+    """Usage errors for --out (a folder) and --threads (>= 1), then quiet Lightning logs; shared by both pretrains."""
+    from imgpref.cli.errors import usage_error
+    from imgpref.cli.lightning_logs import configure_lightning_logging
+
+    if out.exists() and not out.is_dir():
+        usage_error(f"--out {out} is a file; pass a folder (it is created if missing)")
+    if threads < 1:
+        usage_error(f"--threads must be >= 1; got {threads}")
+    configure_lightning_logging()
+
+
 def pretrain_command(
     out: Path = typer.Option(..., "--out", help="Folder for pipeline/, clip/ and pretrain.json."),
     seed: int = typer.Option(0, "--seed", help="Seed of the scenes, the held-out combos and every weight."),
@@ -24,14 +36,7 @@ def pretrain_command(
     quick: bool = typer.Option(False, "--quick", help="A few steps per stage (a smoke test; the model is useless)."),
 ) -> None:
     """Pretrain the world CLIP, VAE and UNet with Lightning and save the base pipeline (deterministic from --seed)."""
-    from imgpref.cli.errors import usage_error
-    from imgpref.cli.lightning_logs import configure_lightning_logging
-
-    if out.exists() and not out.is_dir():
-        usage_error(f"--out {out} is a file; pass a folder (it is created if missing)")
-    if threads < 1:
-        usage_error(f"--threads must be >= 1; got {threads}")
-    configure_lightning_logging()
+    _check_out_and_threads(out, threads)
     from dataclasses import asdict
 
     from imgpref.world.base_model import PretrainSizes, pretrain_world, sample_fidelity
@@ -77,16 +82,10 @@ def pretrain_flow_command(
     quick: bool = typer.Option(False, "--quick", help="A few steps of a 1-layer transformer (a smoke test)."),
 ) -> None:
     """Pretrain the flow-matching (SD3-style) world base on the committed world's CLIP and VAE (issue 10)."""
-    from imgpref.cli.errors import usage_error
-    from imgpref.cli.lightning_logs import configure_lightning_logging
-
-    if out.exists() and not out.is_dir():
-        usage_error(f"--out {out} is a file; pass a folder (it is created if missing)")
-    if threads < 1:
-        usage_error(f"--threads must be >= 1; got {threads}")
-    configure_lightning_logging()
+    _check_out_and_threads(out, threads)
     from dataclasses import asdict
 
+    from imgpref.cli.errors import usage_error
     from imgpref.world.flow_base import (FLOW_SAMPLE_SETTINGS, FlowPretrainSizes, flow_sample_fidelity,
                                          pretrain_flow_world)
     from imgpref.world.reward import world_prompts
