@@ -99,6 +99,9 @@ def main() -> None:
                     help="colour x shape combos of the pair prompts (never the held-out evaluation prompts)")
     ap.add_argument("--pack", default=None, help="a world pack folder (default: the committed base)")
     ap.add_argument("--k", type=int, default=8, help="images per pair prompt (best vs worst by the proxy)")
+    ap.add_argument("--pair-mode", choices=("best-worst", "all"), default="best-worst",
+                    help="one pair per prompt, or every ranked pair of its K images (`align pairs --mode`)")
+    ap.add_argument("--min-margin", type=float, default=0.0, help="drop pairs whose proxy gap is below this")
     ap.add_argument("--test-prompts", type=int, default=48)
     ap.add_argument("--eval-seeds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
@@ -129,7 +132,8 @@ def main() -> None:
     t_rm = clock()
     test = world_prompts(0, args.rm_prompts, args.rm_prompts // 5, args.test_prompts)["test"]
     pair_prompts = alignment_prompts(1, args.pair_prompts, test, combos=args.pair_combos)
-    pairs = label_pairs(pipe, pair_prompts, [proxy], root / "pairs", n=args.k, batch_size=64,
+    pairs = label_pairs(pipe, pair_prompts, [proxy], root / "pairs", n=args.k, batch_size=64, mode=args.pair_mode,
+                        min_margin=args.min_margin,
                         num_inference_steps=SAMPLE_SETTINGS["num_inference_steps"],
                         guidance_scale=SAMPLE_SETTINGS["guidance_scale"])
     base = BaseSamples(pipe, test, seeds=args.eval_seeds)
@@ -165,7 +169,7 @@ def main() -> None:
                                                default=str))
     plot(rows, Path(args.plot))
     print(f"\nworld_align: proxy {args.proxy}, {pairs.n_pairs} pairs ({args.pair_prompts} prompts x K={args.k}, "
-          f"best vs worst), {len(test)} held-out prompts x {args.eval_seeds} seeds, overrides {args.set}, "
+          f"{args.pair_mode}, min margin {args.min_margin}), {len(test)} held-out prompts x {args.eval_seeds} seeds, overrides {args.set}, "
           f"threads {args.threads}; total {t_end[0] - t0[0]:.0f} s wall, {t_end[1] - t0[1]:.0f} s CPU")
     print("| seed | method | steps | proxy win | gold win | 95% CI | gold fidelity base -> aligned | "
           "s (wall / CPU) | target met |")

@@ -13,12 +13,14 @@ gold win rate of RankDPO's images over DPO's. Prints markdown tables.
 
 Training runs on an exact, cheaper form of the same transformer: T5 is absent, so SD3 feeds 256 identical zero
 rows; `flow_base.with_collapsed_t5` trains on one row standing for all 256 (tested equal to diffusers' own
-attention within 1e-5), with `model.max_sequence_length: 1`. Sampling and evaluation use diffusers as is.
+attention within 1e-5), with `model.max_sequence_length: 1`. Sampling and evaluation run the same way
+(`flow_base.fast_sampling_pipeline`: one zero T5 row, the same images within 1e-4 as diffusers' call on 256 rows).
+Pair prompts are drawn as in world_align.py (`alignment_prompts`, never an evaluation prompt, `--pair-combos`).
 
 Targets (issue 10): DPO and MaPO each gold win >= 0.65, CI low > 0.55, on 3 of 3 seeds; RankDPO vs DPO reported.
 
-  python benchmarks/world_flow_align.py [--base DIR] [--seeds 0,1,2] [--methods dpo,mapo,rankdpo] [--steps 200]
-      [--proxy rm|gold] [--k 4] [--pair-prompts 96] [--test-prompts 32] [--eval-seeds 2] [--set [METHOD:]KEY=VALUE]
+  python benchmarks/world_flow_align.py [--base DIR] [--seeds 0,1,2] [--methods dpo,mapo,rankdpo] [--steps 400]
+      [--proxy rm|gold] [--k 4] [--pair-prompts 384] [--pair-combos all|train] [--test-prompts 48] [--eval-seeds 2] [--set [METHOD:]KEY=VALUE]
 """
 from __future__ import annotations
 
@@ -79,13 +81,15 @@ def main() -> None:
     ap.add_argument("--base", default=None, help="flow base folder (pipeline/); default: ensure_flow_world()")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds (recipe `seed`)")
     ap.add_argument("--methods", default="dpo,mapo,rankdpo")
-    ap.add_argument("--steps", type=int, default=200, help="training steps, the same for every method")
+    ap.add_argument("--steps", type=int, default=400, help="training steps, the same for every method")
     ap.add_argument("--proxy", choices=("rm", "gold"), default="gold")
     ap.add_argument("--rm", default=None, help="an already trained reward-model folder (skips voting + training)")
     ap.add_argument("--rm-prompts", type=int, default=120, help="train prompts of the reward model's data")
-    ap.add_argument("--pair-prompts", type=int, default=96)
+    ap.add_argument("--pair-prompts", type=int, default=384)
+    ap.add_argument("--pair-combos", choices=("all", "train"), default="all",
+                    help="colour x shape combos of the pair prompts (never an evaluation prompt), as world_align.py")
     ap.add_argument("--k", type=int, default=4, help="images per train prompt (the list size)")
-    ap.add_argument("--test-prompts", type=int, default=32)
+    ap.add_argument("--test-prompts", type=int, default=48)
     ap.add_argument("--eval-seeds", type=int, default=2)
     ap.add_argument("--samples", default=None, help="the lists folder of an earlier run with the same base, proxy, "
                     "--pair-prompts and --k (skips generating and labelling)")
@@ -110,8 +114,9 @@ def main() -> None:
     from imgpref.align.evaluate import bootstrap_win_rate, comparison_outcomes
     from imgpref.align.pairs import label_pairs
     from imgpref.align.train import align
-    from imgpref.world.align_world import BaseSamples, compare_to_base
-    from imgpref.world.flow_base import FLOW_SAMPLE_SETTINGS, ensure_flow_world, load_flow_pipeline, with_collapsed_t5
+    from imgpref.world.align_world import BaseSamples, alignment_prompts, compare_to_base
+    from imgpref.world.flow_base import (FLOW_SAMPLE_SETTINGS, ensure_flow_world, fast_sampling_pipeline,
+                                         load_flow_pipeline, with_collapsed_t5)
     from imgpref.world.reward import world_prompts
     from imgpref.world.store import world_dirs
 
@@ -119,18 +124,19 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     t0 = clock()
     pipe = load_flow_pipeline(args.base or ensure_flow_world(log=print))
-    proxy, proxy_info = proxy_scorer(args, pipe, world_dirs() if args.proxy == "rm" and not args.rm else {}, root)
+    sampler = fast_sampling_pipeline(pipe)  # the same images (within 1e-4) at a fraction of the cost
+    proxy, proxy_info = proxy_scorer(args, sampler, world_dirs() if args.proxy == "rm" and not args.rm else {}, root)
+    test = world_prompts(0, args.rm_prompts, args.rm_prompts // 5, args.test_prompts)["test"]
     lists_dir = Path(args.samples) if args.samples else root / "lists"
     if not args.samples:
-        prompts = world_prompts(1, args.pair_prompts, 0, 0)["train"]
-        label_pairs(pipe, prompts, [proxy], lists_dir, n=args.k, lists=True, batch_size=64,
+        prompts = alignment_prompts(1, args.pair_prompts, test, combos=args.pair_combos)
+        label_pairs(sampler, prompts, [proxy], lists_dir, n=args.k, lists=True, batch_size=64,
                     num_inference_steps=FLOW_SAMPLE_SETTINGS["num_inference_steps"],
                     guidance_scale=FLOW_SAMPLE_SETTINGS["guidance_scale"])
     n_pairs = json.loads((lists_dir / "pairs.json").read_text())["n_pairs"]
     data = {"rankdpo": lists_dir / "manifest.csv", "dpo": best_worst_manifest(lists_dir)}
     data["mapo"] = data["dpo"]
-    test = world_prompts(0, args.rm_prompts, args.rm_prompts // 5, args.test_prompts)["test"]
-    base = BaseSamples(pipe, test, seeds=args.eval_seeds, sample=dict(FLOW_SAMPLE_SETTINGS))
+    base = BaseSamples(sampler, test, seeds=args.eval_seeds, sample=dict(FLOW_SAMPLE_SETTINGS))
     train_pipe = with_collapsed_t5(pipe)
     t_data = clock()
     print(f"{args.pair_prompts} prompts x K={args.k} samples ({n_pairs} list pairs); base gold fidelity on "

@@ -184,3 +184,21 @@ def test_pairs_cli(tiny_pipe_dir, tmp_path):
     res = CliRunner().invoke(app, ["align", "pairs", "--pipeline", str(tmp_path / "nope"), "--prompts",
                                    str(tmp_path / "p.txt"), "--scorer", "exposure", "--out", str(tmp_path / "o2")])
     assert res.exit_code == 2
+
+
+def test_suggested_recipe_follows_the_pipeline_class(tmp_path):
+    from pathlib import Path
+
+    from imgpref.cli.align_pairs import suggested_recipe
+
+    repo = Path(__file__).resolve().parents[2]
+    expect = {"tiny": "tiny_dpo.yaml", "tiny-sd3": "tiny_dpo_sd3.yaml", "tiny-flux": "tiny_dpo_flux.yaml"}
+    for cls, name in (("StableDiffusion3Pipeline", "dpo_sd35.yaml"), ("FluxPipeline", "dpo_flux.yaml"),
+                      ("StableDiffusionXLPipeline", "dpo_sdxl.yaml"), ("SomethingElse", "dpo_sd15.yaml")):
+        folder = tmp_path / cls
+        folder.mkdir()
+        (folder / "model_index.json").write_text(json.dumps({"_class_name": cls}))
+        expect[str(folder)] = name
+    for pipeline, name in expect.items():
+        assert suggested_recipe(pipeline) == f"configs/align/{name}"
+        assert (repo / "configs" / "align" / name).is_file()

@@ -78,3 +78,22 @@ def test_ray_engine_equals_local_engine(tmp_path, dataset, local_ray, monkeypatc
     ea, eb = ea.set_index("key").sort_index(), eb.set_index("key").sort_index()
     assert list(ea.index) == list(eb.index) and len(ea) == n - len(bad)
     np.testing.assert_allclose(np.stack(eb["emb_0"].to_list()), np.stack(ea["emb_0"].to_list()), atol=1e-5)
+
+
+def test_ray_engine_with_tensor_decode_equals_local(tmp_path, dataset, local_ray, monkeypatch):
+    """`--decode gpu` on Ray: the read tasks pass the bytes on, the model actor decodes them (here the tensor path
+    on a CPU actor, the driver's CUDA check bypassed); the same scores and errors as the local engine's tensor
+    path."""
+    from imgpref.scorers import gpu_decode
+
+    monkeypatch.setattr(gpu_decode, "check_gpu_decode", lambda device: None)
+    scorers = tiny_clip_scorers(n_linear=1, cosine=False)
+    kw = dict(batch_size=8, progress=False, device="cpu", decode="gpu")
+    local = score_dataset(dataset["inputs"], scorers, out=f"{tmp_path}/local.parquet", **kw)
+    remote = score_dataset(dataset["inputs"], scorers, out=f"{tmp_path}/ray.parquet", engine="ray", **kw)
+    assert local.attrs["stats"]["decoded_gpu"] == len(dataset["expect"]) - 5  # every good JPEG, not the 5 bad
+    a = local.set_index(["path", "scorer"]).sort_index()
+    b = remote.set_index(["path", "scorer"]).sort_index()
+    assert list(a.index) == list(b.index) and len(a) == len(dataset["expect"])
+    np.testing.assert_allclose(b["score"].to_numpy(), a["score"].to_numpy(), atol=1e-5, rtol=0)
+    assert list(a["error"].fillna("")) == list(b["error"].fillna(""))

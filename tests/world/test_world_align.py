@@ -43,3 +43,16 @@ def test_short_dpo_loop_raises_gold_on_heldout_prompts(tmp_path):
     # win-rate and +0.1 fidelity targets are measured by benchmarks/world_align.py (not met, benchmarks/RESULTS.md).
     assert r["utility_aligned"] > r["utility_base"], r
     assert r["fidelity_aligned"] > r["fidelity_base"], r
+
+
+def test_scored_grid_prints_the_whole_prompt():
+    from imgpref.world.align_world import scored_grid
+
+    short, long = "one red circle", "three orange triangles on a light blue background, centred and crisp, please"
+    imgs = torch.full((2, 3, 8, 8), 0.5)
+    scores = [("gold", np.array([0.1, 0.2]), np.array([0.3, 0.4]))]
+    grid = np.asarray(scored_grid(imgs, imgs, [short, long], scores, cell=48, label_width=160).convert("L"))
+    row_h = 48 + 14 + 6
+    ink = [np.flatnonzero((grid[18 + r * row_h: 18 + (r + 1) * row_h, :160] < 128).any(axis=1)) for r in range(2)]
+    assert np.ptp(ink[0]) < 12                 # one line of text (default font ~11 px high)
+    assert np.ptp(ink[1]) > 24                 # 77 characters in a 160 px column: at least three lines, none cut

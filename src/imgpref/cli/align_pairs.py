@@ -54,8 +54,28 @@ def pairs(
     except (ValueError, FileNotFoundError) as exc:
         usage_error(exc)
     typer.echo(report.summary())
-    typer.echo(f"train on it: imgpref align --config configs/align/tiny_dpo.yaml --data {report.manifest} "
-               "--set data.latents=auto --out RUN")
+    recipe = suggested_recipe(pipeline)
+    extra = " --set model.method=rankdpo --set data.lists=true" if lists else ""
+    typer.echo(f"train on it: imgpref align --config {recipe} --data {report.manifest} --set pipeline={pipeline} "
+               f"--set data.latents=auto{extra} --out RUN")
+
+
+# The DPO recipe that fits each pipeline class (configs/align/); the tiny pipelines have their own.
+_RECIPES = {"tiny": "tiny_dpo.yaml", "tiny-sdxl": "tiny_dpo.yaml", "tiny-sd3": "tiny_dpo_sd3.yaml",
+            "tiny-flux": "tiny_dpo_flux.yaml", "StableDiffusionPipeline": "dpo_sd15.yaml",
+            "StableDiffusionXLPipeline": "dpo_sdxl.yaml", "StableDiffusion3Pipeline": "dpo_sd35.yaml",
+            "FluxPipeline": "dpo_flux.yaml"}
+
+
+def suggested_recipe(pipeline: str) -> str:
+    """configs/align/<recipe> for a `--pipeline` value: a tiny name, or a folder whose model_index.json names the
+    diffusers class (unknown classes fall back to the SD1.5 recipe, whose keys every UNet pipeline shares)."""
+    name = _RECIPES.get(pipeline)
+    if name is None:
+        index = Path(pipeline) / "model_index.json"
+        cls = json.loads(index.read_text()).get("_class_name", "") if index.is_file() else ""
+        name = _RECIPES.get(cls, "dpo_sd15.yaml")
+    return f"configs/align/{name}"
 
 
 def eval_(

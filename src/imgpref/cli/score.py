@@ -126,6 +126,7 @@ def score(
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="Weights for a preset: PATH (one scorer) or SCORER=PATH."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
     out_format: Optional[str] = typer.Option(None, "--format", help="file (one table) or parts (a folder of Parquet part files written as work completes; also implied by a trailing slash on --out)."),
+    decode: str = typer.Option("cpu", "--decode", help="cpu (PIL, default) or gpu: JPEGs decoded in batches by nvJPEG and resized/normalised on the CUDA device (other files, CMYK and rotated JPEGs on the CPU path); needs --device cuda; with --engine ray the GPU actors decode."),
     engine: str = typer.Option("local", "--engine", help="local (default) or ray (Ray Data: decode on CPU tasks, models in an actor pool; needs imgpref[ray])."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: auto (join the running cluster) or HOST:PORT; none starts a local Ray."),
     save_embeddings: bool = typer.Option(False, "--save-embeddings", help="Also write each backbone's image embeddings (parts output: OUT/embeddings/)."),
@@ -148,7 +149,13 @@ def score(
             raise ValueError("pass either --prompt TEXT or --prompts FILE, not both")
         if report is not None and importlib.util.find_spec("imgpref.eval.report") is None:
             raise ValueError("--report needs imgpref.eval.report, which this installation lacks")
-        dataset = uses_dataset_engine(paths, out, out_format, engine, save_embeddings)
+        dataset = uses_dataset_engine(paths, out, out_format, engine, save_embeddings) or decode != "cpu"
+        if decode != "cpu":  # a usage error before any scorer is loaded
+            from imgpref.scorers.gpu_decode import check_decode_mode, check_gpu_decode
+            from imgpref.scorers.score_paths import resolve_device
+
+            check_decode_mode(decode)
+            check_gpu_decode(resolve_device(device))
         check_output_options(None if dataset else out, report, cache)
         specs = [str(s) for s in scorer]
         scorers = load_scorers_for_cli(specs, weights, device)
@@ -168,7 +175,7 @@ def score(
                 [str(p) for p in paths], scorers, out=out, out_format=out_format, prompt=prompt, prompts=prompts,
                 image_column=image_column, prompt_column=prompt_column, batch_size=batch_size, device=device,
                 precision=precision, fast=fast, resume=resume, save_embeddings=save_embeddings, engine=engine,
-                ray_address=ray_address, progress=not quiet,
+                ray_address=ray_address, progress=not quiet, decode=decode,
             )
             if strict and table["error"].notna().any():
                 code = EXIT_FAILED

@@ -104,8 +104,11 @@ def load_image(
                 if draft_size and im.format == "JPEG":
                     im.draft("RGB", (int(draft_size), int(draft_size)))
                 im.load()
-                im = ImageOps.exif_transpose(im)
-                return to_rgb(im).copy()
+                ImageOps.exif_transpose(im, in_place=True)  # no copy when the image is already upright
+                out = to_rgb(im)
+                # leaving `with` closes only the file; pixels still backed by its memory map (uncompressed formats
+                # read from a path) are copied, any other image already owns its pixels: no full-size copy
+                return out.copy() if out is im and (im.readonly or getattr(im, "map", None) is not None) else out
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -8,7 +8,8 @@ It runs the same stages as the local engine (`imgpref.scorers.stages`), only pla
   bytes per shard in the object store and, on a small machine, extra worker processes that each pay the
   Python/torch import; benchmarks/RESULTS.md, score_scale);
 - backbone + heads: `map_batches(RayScorer, compute=ActorPoolStrategy(size=n))`, one actor per GPU
-  (`num_gpus=1`), or CPU actors when there is no GPU;
+  (`num_gpus=1`), or CPU actors when there is no GPU; with `--decode gpu` the read tasks skip decoding and each
+  actor decodes its batches' JPEGs on its GPU (`imgpref.scorers.gpu_decode`) before the forward pass;
 - write: the driver receives the scored batches (scores and, with --save-embeddings, embeddings: small next to
   the images) and writes them as Parquet parts with the one parts writer, so both engines write the same
   files and resume the same way.
@@ -73,7 +74,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None):
 
 
 def read_and_decode(items: dict, shards: Sequence[Shard], spec: RunSpec, folder: str, resume: bool,
-                    batch_size: int, decoder: Decoder) -> Iterator[dict]:
+                    batch_size: int, decoder: Decoder | None) -> Iterator[dict]:
     """Read + plan + decode + preprocess of the shards in `items` (one Ray task per shard), batch by batch.
 
     One task runs the three CPU stages back to back, so the encoded bytes never go through the object store
@@ -83,7 +84,8 @@ def read_and_decode(items: dict, shards: Sequence[Shard], spec: RunSpec, folder:
         shard = shards[int(i)]
         done = parts.ShardRows(folder, shard.name, spec.save_embeddings) if resume else None
         for batch in plan_shard(shard, spec, done, batch_size):
-            out = decode_batch(batch, decoder)
+            # decoder None (--decode gpu): the encoded bytes go on to the model actor, which decodes on its GPU
+            out = decode_batch(batch, decoder) if decoder is not None else dict(batch)
             yield {c: (np.asarray(v) if c.startswith("x") else _column(v)) for c, v in out.items()}
 
 
@@ -95,16 +97,22 @@ def _column(values) -> np.ndarray:
 class RayScorer:
     """The actor that holds the models: `EmbedAndScore` on this actor's GPU (or CPU)."""
 
-    def __init__(self, scorers_ref: Any, spec: RunSpec, dtypes: Sequence[torch.dtype], device_type: str):
+    def __init__(self, scorers_ref: Any, spec: RunSpec, dtypes: Sequence[torch.dtype], device_type: str,
+                 decode: str = "cpu"):
         import ray
 
         scorers = ray.get(scorers_ref) if isinstance(scorers_ref, ray.ObjectRef) else scorers_ref
         if device_type == "cpu":
             torch.set_num_threads(1)  # one core per actor; Ray schedules the rest
         self.stage = EmbedAndScore(scorers, spec, "cuda" if device_type == "cuda" else "cpu", dtypes)
+        self.decoder = None
+        if decode == "gpu":  # the driver checked CUDA already (`gpu_decode.check_gpu_decode`)
+            from imgpref.scorers.gpu_decode import make_decoder
+
+            self.decoder = make_decoder("gpu", spec, scorers, self.stage.device, check=False)
 
     def __call__(self, batch: dict) -> dict:
-        return self.stage(batch)
+        return self.stage(self.decoder(batch) if self.decoder is not None else batch)
 
 
 def _ray_shards(shards: Sequence[Shard], folder, run_key: str, resume: bool, stats: dict) -> list[int]:
@@ -118,28 +126,30 @@ def _ray_shards(shards: Sequence[Shard], folder, run_key: str, resume: bool, sta
 
 
 def build_dataset(shards: Sequence[Shard], todo: Sequence[int], scorers, spec: RunSpec, dtypes, folder: str, *,
-                  resume: bool, batch_size: int, device: torch.device, actors: int | None = None):
-    """The Ray Data pipeline of the stages over the shards `todo` (lazy: nothing runs until it is iterated)."""
+                  resume: bool, batch_size: int, device: torch.device, actors: int | None = None,
+                  decode: str = "cpu"):
+    """The Ray Data pipeline of the stages over the shards `todo` (lazy: nothing runs until it is iterated).
+    decode "gpu": the read tasks pass the encoded bytes on and each model actor decodes them on its device."""
     import ray
     from ray.data import ActorPoolStrategy
 
     gpu = device.type == "cuda"
     n_actors = actors or (max(1, int(ray.cluster_resources().get("GPU", 1))) if gpu else 1)
-    decoder = Decoder(spec, [scorers[spec.group_of.index(g)].backbone.preprocess
-                             for g in range(len(spec.namespaces))])
+    decoder = None if decode == "gpu" else Decoder(spec, [scorers[spec.group_of.index(g)].backbone.preprocess
+                                                          for g in range(len(spec.namespaces))])
     scorers_ref = ray.put(list(scorers))
     ds = ray.data.from_items([{"shard": i} for i in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(read_and_decode, batch_size=1, batch_format="numpy", num_cpus=DECODE_CPUS,
                         fn_kwargs={"shards": list(shards), "spec": spec, "folder": folder, "resume": resume,
                                    "batch_size": batch_size, "decoder": decoder})
-    return ds.map_batches(RayScorer, fn_constructor_args=(scorers_ref, spec, list(dtypes), device.type),
+    return ds.map_batches(RayScorer, fn_constructor_args=(scorers_ref, spec, list(dtypes), device.type, decode),
                           compute=ActorPoolStrategy(size=n_actors), num_gpus=1 if gpu else 0,
                           num_cpus=0 if gpu else 1, batch_size=batch_size, batch_format="numpy")
 
 
 def run_ray(shards: Sequence[Shard], scorers, spec: RunSpec, dtypes, writer: parts.PartsWriter, *, run_key: str,
             resume: bool, batch_size: int, address: str | None, device: torch.device, actors: int | None,
-            stats: dict, progress: bool = True) -> None:
+            stats: dict, progress: bool = True, decode: str = "cpu") -> None:
     """Score `shards` on Ray Data and write the parts; shard markers are written when the whole run is done."""
     from imgpref.scorers.score_dataset import count_batch
 
@@ -152,7 +162,7 @@ def run_ray(shards: Sequence[Shard], scorers, spec: RunSpec, dtypes, writer: par
     if not todo:
         return
     ds = build_dataset(shards, todo, scorers, spec, dtypes, str(writer.folder), resume=resume,
-                       batch_size=batch_size, device=device, actors=actors)
+                       batch_size=batch_size, device=device, actors=actors, decode=decode)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         batch = {k: list(v) if getattr(v, "ndim", 1) == 1 else v for k, v in batch.items()}
         rows = to_rows(batch, spec)

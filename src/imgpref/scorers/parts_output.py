@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from imgpref.atomic import atomic_write
@@ -61,8 +62,13 @@ def is_parts_output(out: str | Path, fmt: str | None = None) -> bool:
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # what `DataFrame.to_parquet(index=False)` writes (the same schema and pandas metadata), without its overhead
+    table = pa.Table.from_pandas(outmod.parquet_safe(df), preserve_index=False)
     with atomic_write(path, fsync=True) as tmp:
-        outmod.parquet_safe(df).to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
 
 
 class PartsWriter:
@@ -114,14 +120,38 @@ class PartsWriter:
 
 
 def parts_frame(rows: Sequence[dict]) -> pd.DataFrame:
-    df = outmod.normalize(outmod.rows_frame(rows))
+    """Row dicts as a parts table: `outmod.normalize`'s columns, values and types, then `key` and `shard`.
+
+    Built in one DataFrame call from per-column lists: pandas' column-by-column insertion cost more per batch
+    than the Parquet write itself (benchmarks/RESULTS.md, score_scale).
+    """
+    if not rows:
+        df = outmod.empty_table()
+        for c in EXTRA_COLUMNS:
+            df[c] = pd.Series([], dtype=object)
+        return df
+    text = outmod._text
+    cols: dict[str, object] = {c: [text(r.get(c)) or "" for r in rows] for c in ("path", "scorer")}
+    cols["score"] = _floats([r.get("score") for r in rows])
+    for c in outmod._TEXT:
+        cols[c] = [text(r.get(c)) for r in rows]
+    for c in outmod.extra_columns(rows):
+        cols[c] = _floats([r.get(c) for r in rows])
     for c in EXTRA_COLUMNS:
-        df[c] = pd.Series([r.get(c) for r in rows], dtype=object)
-    return df
+        cols[c] = [r.get(c) for r in rows]
+    return pd.DataFrame({c: v if isinstance(v, np.ndarray) else pd.Series(v, dtype=object)
+                         for c, v in cols.items()})
+
+
+def _floats(values: list) -> np.ndarray:
+    """float64 column: plain floats (the rows the engines build) directly, anything else as `normalize` parses
+    it (None, "" and unparsable text -> NaN)."""
+    if all(type(v) is float for v in values):
+        return np.array(values, dtype=np.float64)
+    return outmod._floats(values)
 
 
 def embeddings_frame(rows: Sequence[dict], columns: dict[str, str]) -> pd.DataFrame:
-    import numpy as np
     import pyarrow as pa
 
     cols = ["key", "abs_path", "file_id", "shard"]

@@ -23,8 +23,8 @@ from imgpref.data.sources import open_sources
 from imgpref.scorers import output as outmod
 from imgpref.scorers import parts_output as parts
 from imgpref.scorers.base import Scorer
-from imgpref.scorers.stages import Decoder, EmbedAndScore, RunSpec, build_spec, decode_batch, plan_shard, \
-    to_embeddings, to_rows
+from imgpref.scorers.stages import EmbedAndScore, RunSpec, build_spec, decode_batch, plan_shard, to_embeddings, \
+    to_rows
 
 ENGINES = ("local", "ray")
 
@@ -66,6 +66,7 @@ def score_dataset(
     progress: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     read_back: bool = True,
+    decode: str = "cpu",
 ) -> pd.DataFrame:
     """Score every sample of `inputs` (files, folders, globs, path lists, Parquet/CSV tables, WebDataset tars).
 
@@ -74,6 +75,9 @@ def score_dataset(
     valid row (same key, identity, scorer fingerprint and prompt); without it an existing parts folder is an
     error. save_embeddings: write each backbone's image embeddings (parts output only). engine: "local" or
     "ray" (`imgpref.scorers.engine_ray`; ray_address "auto" joins a cluster, None starts a local Ray).
+    decode: "cpu" (PIL, the default) or "gpu": JPEGs decoded in batches by nvJPEG and preprocessed on the CUDA
+    device, other files on the CPU path (`imgpref.scorers.gpu_decode`; CUDA only; on Ray the model actors
+    decode, and the read tasks pass the encoded bytes on).
 
     Returns the score table (for a parts folder: its rows read back, or with read_back=False, which keeps memory
     flat at dataset scale, an empty table); `attrs["stats"]` counts the run.
@@ -84,6 +88,9 @@ def score_dataset(
     t0 = time.perf_counter()
     if engine not in ENGINES:
         raise ValueError(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
+    from imgpref.scorers.gpu_decode import check_decode_mode, check_gpu_decode
+
+    check_decode_mode(decode)
     as_parts = parts.is_parts_output(out, out_format)
     out_path = Path(out).expanduser()
     if not as_parts:
@@ -96,6 +103,8 @@ def score_dataset(
                          f"{folder} to start over")
     scorer_list = _as_scorers(scorers)
     dev = resolve_device(device)
+    if decode == "gpu":
+        check_gpu_decode(dev)  # before any shard is opened or model moved
     explicit = fast or not (precision is None or (isinstance(precision, str) and precision == "auto"))
     dtype = resolve_precision(precision, dev) if explicit else None
     bs = int(batch_size or (64 if dev.type == "cuda" else 32))
@@ -122,10 +131,10 @@ def score_dataset(
         from imgpref.scorers.engine_ray import run_ray
 
         run_ray(shards, scorer_list, spec, dtypes, writer, run_key=run_key, resume=resume, batch_size=bs,
-                address=ray_address, device=dev, actors=ray_actors, stats=stats, progress=progress)
+                address=ray_address, device=dev, actors=ray_actors, stats=stats, progress=progress, decode=decode)
     else:
         run_local(shards, scorer_list, spec, dtypes, writer, run_key=run_key, resume=resume, batch_size=bs,
-                  device=dev, stats=stats, progress=progress)
+                  device=dev, stats=stats, progress=progress, decode=decode)
     table = parts.read_parts(folder) if read_back or not as_parts else parts.parts_frame([])
     if not as_parts:
         outmod.write_scores(table, out_path)
@@ -181,10 +190,13 @@ def count_batch(stats: dict, rows: list[dict], batch: dict) -> None:
 
 
 def run_local(shards, scorers, spec: RunSpec, dtypes, writer: parts.PartsWriter, *, run_key: str, resume: bool,
-              batch_size: int, device: torch.device, stats: dict, progress: bool = True) -> None:
-    """The local engine: shard by shard, batch by batch, every stage in this process."""
-    decoder = Decoder(spec, [scorers[spec.group_of.index(g)].backbone.preprocess
-                             for g in range(len(spec.namespaces))])
+              batch_size: int, device: torch.device, stats: dict, progress: bool = True, decode: str = "cpu",
+              check_device: bool = True) -> None:
+    """The local engine: shard by shard, batch by batch, every stage in this process. decode "gpu": the
+    tensor decode stage on `device` (`check_device=False` lets tests run it on the CPU)."""
+    from imgpref.scorers.gpu_decode import make_decoder
+
+    decoder = make_decoder(decode, spec, scorers, device, check=check_device)
     model = EmbedAndScore(scorers, spec, device, dtypes)
     bar = None
     if progress:
@@ -205,6 +217,9 @@ def run_local(shards, scorers, spec: RunSpec, dtypes, writer: parts.PartsWriter,
                 if bar is not None:
                     bar.update(len(batch["key"]))
             writer.mark_done(shard.name, shard.identity, run_key)
+        counts = getattr(decoder, "counts", None)
+        if counts is not None:  # --decode gpu: how many images each path decoded
+            stats["decoded_gpu"], stats["decoded_cpu_fallback"] = counts["gpu"], counts["cpu"]
     finally:
         if bar is not None:
             bar.close()

@@ -150,25 +150,38 @@ class Decoder:
     def __init__(self, spec: RunSpec, preprocess: Sequence[Callable]):
         self.spec = spec
         self.preprocess = list(preprocess)
+        self._plans: dict[str, tuple[list[int], int | None]] = {}
+
+    def plan(self, todo: str) -> tuple[list[int], int | None]:
+        """(backbone groups, JPEG draft size) of a row's `todo` cell; a handful of distinct cells per run."""
+        p = self._plans.get(todo)
+        if p is None:
+            groups = sorted({self.spec.group_of[int(j)] for j in str(todo).split(",") if j != ""})
+            sizes = [self.spec.drafts[g] for g in groups]
+            p = self._plans[todo] = (groups, None if any(z is None for z in sizes) else max(sizes, default=None))
+        return p
+
+    def decode_row(self, batch: dict, r: int, draft: int | None):
+        """The row's image through `sources.decode` (the one loader, on its bytes or path); raises
+        ImageLoadError with the reason."""
+        data = batch["data"][r]
+        data = data if isinstance(data, (bytes, bytearray, memoryview)) else None
+        s = Sample(key=batch["key"][r], abs_key="", identity=None, shard="", path=_text(batch["path"][r]),
+                   data=data)
+        if s.path is None and not data:
+            raise ImageLoadError(s.key, "empty file (0 bytes)")
+        return decode(s, draft_size=draft, max_pixels=self.spec.max_pixels)
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["key"])
         errors = [_text(e) for e in batch["error"]]
-        xs: list[list[Any]] = [[None] * n for _ in self.preprocess]
+        xs = [np.zeros((n,) + tuple(shape), np.float32) for shape in self.spec.input_shapes]
         for r in range(n):
             if errors[r] is not None:
                 continue
-            groups = sorted({self.spec.group_of[j] for j in todo_of(batch, r)})
-            sizes = [self.spec.drafts[g] for g in groups]
-            draft = None if any(z is None for z in sizes) else max(sizes)
-            data = batch["data"][r]
-            data = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
-            s = Sample(key=batch["key"][r], abs_key="", identity=None, shard="", path=_text(batch["path"][r]),
-                       data=data)
+            groups, draft = self.plan(batch["todo"][r])
             try:
-                if s.path is None and not data:
-                    raise ImageLoadError(s.key, "empty file (0 bytes)")
-                im = decode(s, draft_size=draft, max_pixels=self.spec.max_pixels)
+                im = self.decode_row(batch, r, draft)
             except ImageLoadError as exc:
                 errors[r] = exc.reason
                 continue
@@ -177,23 +190,24 @@ class Decoder:
                 continue
             try:
                 for g in groups:
-                    xs[g][r] = self.preprocess[g](im).numpy()
+                    v = self.preprocess[g](im)
+                    if tuple(v.shape) != xs[g].shape[1:]:
+                        raise _ShapeError(f"backbone group {g}: preprocess gave shape {tuple(v.shape)}, expected "
+                                          f"{xs[g].shape[1:]}; the dataset engine needs a fixed input size")
+                    xs[g][r] = v.numpy()  # straight into the batch array: no per-image array kept
+            except _ShapeError:
+                raise
             except Exception as exc:  # noqa: BLE001
                 errors[r] = f"preprocessing failed: {type(exc).__name__}: {exc}"
         out = {c: batch[c] for c in SAMPLE_COLUMNS if c != "data"}  # the bytes are not needed downstream
         out["error"] = errors
-        for g, col in enumerate(xs):
-            shape = tuple(self.spec.input_shapes[g])
-            x = np.zeros((n,) + shape, np.float32)
-            for r, v in enumerate(col):
-                if v is None:
-                    continue
-                if v.shape != shape:
-                    raise ValueError(f"backbone group {g}: preprocess gave shape {v.shape}, expected {shape}; "
-                                     "the dataset engine needs a fixed input size")
-                x[r] = v
+        for g, x in enumerate(xs):
             out[f"x{g}"] = x
         return out
+
+
+class _ShapeError(ValueError):
+    """A backbone whose preprocess output varies in shape: a setup error, not a per-image one."""
 
 
 def decode_batch(batch: dict, decoder: Decoder) -> dict:
@@ -257,7 +271,10 @@ class EmbedAndScore:
             rows = [r for r in range(n) if errors[r] is None and any(spec.group_of[j] == g for j in todos[r])]
             emb_np = None
             if rows:
-                x = torch.as_tensor(np.asarray(batch[f"x{g}"])[rows]).to(self.device)
+                xg = batch[f"x{g}"]  # a numpy array (CPU decode) or a tensor already on the device (GPU decode)
+                x = xg[torch.as_tensor(rows, device=xg.device)] if isinstance(xg, torch.Tensor) \
+                    else torch.as_tensor(np.asarray(xg)[rows])
+                x = x.to(self.device)
                 pdt = next((p.dtype for p in bb.parameters() if p.is_floating_point()), torch.float32)
                 with self._autocast(g):
                     emb = bb.embed_images(x.to(pdt)).float()

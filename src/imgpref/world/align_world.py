@@ -13,6 +13,7 @@ optional proxy scorer (the reward model that labelled the pairs):
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -112,7 +113,11 @@ def scored_grid(base_images: torch.Tensor, aligned_images: torch.Tensor, prompts
     draw.text((label_width + cell + 12, 3), "aligned", fill="black")
     for r in range(n):
         y = header + r * row_h
-        draw.text((4, y + cell // 2 - 6), prompts[r][:40], fill="black")
+        # the whole prompt, wrapped to the label column (PIL's default font is ~6 px per character)
+        lines = textwrap.wrap(prompts[r], max(8, (label_width - 8) // 6)) or [""]
+        top = y + max(0, (cell - 12 * len(lines)) // 2)
+        for i, line in enumerate(lines):
+            draw.text((4, top + 12 * i), line, fill="black")
         for c, imgs in enumerate((base_images, aligned_images)):
             x = label_width + 4 + c * (cell + 8)
             grid.paste(to_pil(imgs[r]).resize((cell, cell), Image.NEAREST), (x, y))

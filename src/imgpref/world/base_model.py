@@ -141,7 +141,7 @@ class DenoiseBatchLoss:
 
 
 def train_unet(unet, latents: Tensor, cap: Tensor, table: Tensor, null_index: int, sizes: PretrainSizes, seed: int,
-               *, first_cycle: int = 0, progress: bool = False) -> list[float]:
+               *, first_cycle: int = 0, progress: bool = False, processes: int = 1) -> list[float]:
     """The UNet's cosine cycles (`sizes.unet_steps`, from `first_cycle`): cycle i has peak lr unet_lr / 2^i, its
     own seed and EMA, whose weights start the next cycle. Returns the loss history of the cycles run."""
     from imgpref.world.pretrain_modules import fit_stage
@@ -152,7 +152,8 @@ def train_unet(unet, latents: Tensor, cap: Tensor, table: Tensor, null_index: in
             continue
         hist += fit_stage(unet, DenoiseBatchLoss(table, null_index, sizes.p_uncond), (latents, cap), steps=steps,
                           batch_size=sizes.unet_batch, lr=sizes.unet_lr / 2 ** i, seed=seed + 2 + 1000 * i,
-                          warmup=min(100, steps // 5 + 1), ema_decay=sizes.ema_decay, progress=progress)
+                          warmup=min(100, steps // 5 + 1), ema_decay=sizes.ema_decay, progress=progress,
+                          processes=processes)
     return hist
 
 
@@ -193,19 +194,26 @@ class PretrainReport:
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     torch_threads: int = 1
+    processes: int = 1
 
 
 def _clock() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
+    """(wall, CPU) seconds; CPU includes finished child processes (the data-parallel ranks of `processes`)."""
+    import resource
+
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter(), time.process_time() + kids.ru_utime + kids.ru_stime
 
 
 def pretrain_world(out: str | os.PathLike | None = None, *, seed: int = 0, sizes: PretrainSizes | None = None,
-                   threads: int | None = None, progress: bool = False,
+                   threads: int | None = None, processes: int = 1, progress: bool = False,
                    log: Callable[[str], None] = lambda s: None) -> tuple[Any, Any, PretrainReport]:
     """Pretrain CLIP, VAE and UNet on world scenes; returns (pipeline, clip model, report).
 
     With `out`, writes `out/pipeline/` (`save_pretrained`), `out/clip/` (`save_world_clip`) and
-    `out/pretrain.json`. Deterministic from `seed` for a given torch build and thread count.
+    `out/pretrain.json`. Deterministic from `seed` for a given torch build, thread count and `processes`
+    (data-parallel CPU ranks of one thread each, `pretrain_modules.fit_stage`; `threads` is then the main
+    process's, which only renders, encodes latents and text).
     """
     from imgpref.world.clip_pretrain import pretrain_clip, text_encoder_from_clip
     from imgpref.world.pretrain_modules import fit_stage
@@ -214,7 +222,8 @@ def pretrain_world(out: str | os.PathLike | None = None, *, seed: int = 0, sizes
     sizes = sizes or PretrainSizes()
     if threads is not None:
         torch.set_num_threads(int(threads))
-    report = PretrainReport(seed=seed, sizes=asdict(sizes), torch_threads=torch.get_num_threads())
+    report = PretrainReport(seed=seed, sizes=asdict(sizes), torch_threads=torch.get_num_threads(),
+                            processes=processes)
 
     def lap(name: str, t: tuple[float, float]) -> tuple[float, float]:
         now = _clock()
@@ -229,7 +238,7 @@ def pretrain_world(out: str | os.PathLike | None = None, *, seed: int = 0, sizes
     t = lap("render", t)
 
     clip = pretrain_clip(images, prompts, steps=sizes.clip_steps, batch_size=sizes.clip_batch, lr=sizes.clip_lr,
-                         seed=seed, progress=progress)
+                         seed=seed, progress=progress, processes=processes)
     text_encoder = text_encoder_from_clip(clip)
     t = lap("clip", t)
 
@@ -237,7 +246,7 @@ def pretrain_world(out: str | os.PathLike | None = None, *, seed: int = 0, sizes
     pixels = vae_pixels(images)
     report.metrics["vae_rec_mse_last"] = float(np.mean(fit_stage(
         vae, VAEBatchLoss(sizes.kl_weight), (pixels,), steps=sizes.vae_steps, batch_size=sizes.vae_batch,
-        lr=sizes.vae_lr, seed=seed + 1, progress=progress)[-20:]))
+        lr=sizes.vae_lr, seed=seed + 1, progress=progress, processes=processes)[-20:]))
     vae.requires_grad_(False)
     latents = encode_latents(vae, pixels)
     scale = float(1.0 / latents.std())
@@ -250,7 +259,8 @@ def pretrain_world(out: str | os.PathLike | None = None, *, seed: int = 0, sizes
     table = text_states(text_encoder, captions)
     cap = torch.tensor([index[p] for p in prompts])
     unet = build_unet(seed + 2)
-    hist = train_unet(unet, latents * scale, cap, table, index[""], sizes, seed, progress=progress)
+    hist = train_unet(unet, latents * scale, cap, table, index[""], sizes, seed, progress=progress,
+                      processes=processes)
     report.metrics["unet_loss_last"] = float(np.mean(hist[-50:]))
     t = lap("unet", t)
 

@@ -76,9 +76,10 @@ class CLIPBatchLoss:
 
 
 def pretrain_clip(images: np.ndarray, prompts: Sequence[str], *, steps: int = 600, batch_size: int = 128,
-                  lr: float = 1e-3, seed: int = 0, progress: bool = False, config: dict | None = None):
+                  lr: float = 1e-3, seed: int = 0, progress: bool = False, config: dict | None = None,
+                  processes: int = 1):
     """Pretrain a world CLIP (`config`, default `WORLD_CLIP_CONFIG`) on (image, caption) pairs with Lightning;
-    returns the model (eval mode)."""
+    returns the model (eval mode). processes: data-parallel CPU ranks (`pretrain_modules.fit_stage`)."""
     from imgpref.world.pretrain_modules import fit_stage
 
     captions = sorted(set(prompts))
@@ -87,7 +88,7 @@ def pretrain_clip(images: np.ndarray, prompts: Sequence[str], *, steps: int = 60
     table = tokenize(captions, TRAIN_TOKENS)
     model = build_world_clip(seed, config)
     fit_stage(model, CLIPBatchLoss(table), (clip_pixels(images), cap), steps=steps, batch_size=batch_size, lr=lr,
-              seed=seed, warmup=min(50, steps // 5 + 1), weight_decay=0.1, progress=progress)
+              seed=seed, warmup=min(50, steps // 5 + 1), weight_decay=0.1, progress=progress, processes=processes)
     return model.eval()
 
 
