@@ -25,7 +25,7 @@ def test_differentiable_path_has_gradients_and_equals_file_scores(ckpts, images,
     s.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     # HPS resizes the float tensor itself, so the reward path is the file path (100 * cos, fp32 rounding)
-    assert float(s) == pytest.approx(float(scorer.score(images[:1], prompts[:1])), abs=1e-4)
+    assert float(s.detach()) == pytest.approx(float(scorer.score(images[:1], prompts[:1])), abs=1e-4)
     clip = load_scorer("clipscore", weights=ckpts["open_clip"], arch=TINY)
     # centre-crop presets resize with PIL for files and with torch for rewards: close, not equal
     assert float(clip(x.detach(), prompts[:1])) == pytest.approx(float(clip.score(images[:1], prompts[:1])), abs=0.1)

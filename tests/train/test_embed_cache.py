@@ -133,6 +133,7 @@ def test_cached_pairs_with_prompts_make_image_prompt_items(backbone, files):
 
 
 @pytest.mark.parametrize("preload", [False, True])
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`:UserWarning")  # training_step called directly
 def test_attach_features_feeds_the_reward_module_in_head_mode(backbone, tmp_path, preload):
     from imgpref.data.datamodule import PreferenceDataModule
     from imgpref.data.manifest import read_manifest
