@@ -130,9 +130,13 @@ def _append(batch: dict[str, list], s: Sample, todo: list[int]) -> None:
     batch["todo"].append(",".join(map(str, todo)))
 
 
+def parse_todo(todo) -> list[int]:
+    """Scorer indices of a `todo` cell ("0,2" -> [0, 2])."""
+    return [int(x) for x in str(todo).split(",") if x != ""]
+
+
 def todo_of(batch: dict, r: int) -> list[int]:
-    t = batch["todo"][r]
-    return [int(x) for x in str(t).split(",") if x != ""]
+    return parse_todo(batch["todo"][r])
 
 
 def _text(v) -> str | None:
@@ -156,7 +160,7 @@ class Decoder:
         """(backbone groups, JPEG draft size) of a row's `todo` cell; a handful of distinct cells per run."""
         p = self._plans.get(todo)
         if p is None:
-            groups = sorted({self.spec.group_of[int(j)] for j in str(todo).split(",") if j != ""})
+            groups = sorted({self.spec.group_of[j] for j in parse_todo(todo)})
             sizes = [self.spec.drafts[g] for g in groups]
             p = self._plans[todo] = (groups, None if any(z is None for z in sizes) else max(sizes, default=None))
         return p
