@@ -148,3 +148,22 @@ def test_fast_sampling_pipeline_samples_the_same_images(quick_base):
     assert torch.allclose(got.latents, ref.latents, atol=1e-4), float((got.latents - ref.latents).abs().max())
     assert type(pipe).__name__ == "StableDiffusion3Pipeline"  # the original keeps its class and processors
     assert type(pipe.transformer.transformer_blocks[0].attn.processor).__name__ != "CollapsedT5Attention"
+
+
+def test_flow_cache_folder_changes_with_the_training_code_bytes(tmp_path, monkeypatch):
+    """The cached flow base is keyed on the bytes of the code that trains it: editing one module (here a stand-in
+    added to TRAINING_CODE) must give a new folder, and restoring the bytes gives the old one back."""
+    from imgpref.world import flow_base
+
+    module = tmp_path / "fake_world_training_code.py"
+    module.write_text("STEPS = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(flow_base, "TRAINING_CODE", flow_base.TRAINING_CODE + ("fake_world_training_code",))
+    first = flow_base.flow_cache_dir(0, cache=tmp_path)
+    assert flow_base.flow_cache_dir(0, cache=tmp_path) == first
+    module.write_text("STEPS = 2\n")
+    edited = flow_base.flow_cache_dir(0, cache=tmp_path)
+    assert edited != first and edited.name.endswith("-s0") and edited.parent == tmp_path
+    module.write_text("STEPS = 1\n")
+    assert flow_base.flow_cache_dir(0, cache=tmp_path) == first
+    assert flow_base.flow_cache_dir(1, cache=tmp_path) != first
