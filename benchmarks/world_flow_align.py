@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--pair-combos", choices=("all", "train"), default="all",
                     help="colour x shape combos of the pair prompts (never an evaluation prompt), as world_align.py")
     ap.add_argument("--k", type=int, default=4, help="images per train prompt (the list size)")
+    ap.add_argument("--pair-guidance", type=float, default=None,
+                    help="guidance of the pair/list samples (default: FLOW_SAMPLE_SETTINGS, as the evaluation)")
     ap.add_argument("--test-prompts", type=int, default=48)
     ap.add_argument("--eval-seeds", type=int, default=2)
     ap.add_argument("--samples", default=None, help="the lists folder of an earlier run with the same base, proxy, "
@@ -132,7 +134,8 @@ def main() -> None:
         prompts = alignment_prompts(1, args.pair_prompts, test, combos=args.pair_combos)
         label_pairs(sampler, prompts, [proxy], lists_dir, n=args.k, lists=True, batch_size=64,
                     num_inference_steps=FLOW_SAMPLE_SETTINGS["num_inference_steps"],
-                    guidance_scale=FLOW_SAMPLE_SETTINGS["guidance_scale"])
+                    guidance_scale=FLOW_SAMPLE_SETTINGS["guidance_scale"] if args.pair_guidance is None
+                    else args.pair_guidance)
     n_pairs = json.loads((lists_dir / "pairs.json").read_text())["n_pairs"]
     data = {"rankdpo": lists_dir / "manifest.csv", "dpo": best_worst_manifest(lists_dir)}
     data["mapo"] = data["dpo"]

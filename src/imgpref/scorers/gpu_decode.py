@@ -10,9 +10,10 @@ CPU decode + preprocess (`stages.Decoder`) on CUDA:
 2. the selected JPEGs are decoded in one batched `torchvision.io.decode_jpeg(list, device="cuda")` (nvJPEG);
    a batch the decoder rejects is retried image by image, and an image it still rejects goes to the CPU path;
 3. per backbone group, images of the same size are stacked and turned into model input on the device: for
-   open_clip's centre-crop transform, PIL's own arithmetic in tensor ops (`pil_resize_center_crop`: antialiased
-   bicubic, one pass per axis rounded to 8 bits, centre crop, then normalise); for other backbones their
-   differentiable transform `pixels_to_input` (the same kernel in float, within ~2 grey levels of PIL).
+   open_clip's centre-crop transform and transformers' CLIP processor, PIL's own arithmetic in tensor ops
+   (`pil_resize_center_crop`: antialiased bicubic, one pass per axis rounded to 8 bits, centre crop placed as
+   each library places it, then normalise); for other backbones their differentiable transform
+   `pixels_to_input` (the same kernel in float, within ~2 grey levels of PIL).
 
 Agreement with the CPU path (tests/score/test_gpu_decode.py): with the CPU build of the decoder (libjpeg-turbo,
 as PIL) the decoded pixels are identical, model inputs differ only in rare pixels by one grey level, and the
@@ -105,34 +106,43 @@ def _decode_jpegs(blobs: Sequence[bytes], device: torch.device) -> list[torch.Te
             return out
 
 
-def pil_resize_center_crop(u8: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 images [B, 3, H, W] -> float [B, 3, size, size] in [0, 1]: the short side to `size`, centre crop, as
-    torchvision's Resize + CenterCrop do on a PIL image, computed the way PIL computes it: antialiased bicubic
-    (PIL's kernel), horizontal pass then vertical pass, each rounded and clipped to 8 bits. Measured against
-    PIL: the same values except rare pixels off by one grey level (one float pass instead gives errors of up
-    to ~2.4 levels on textured images)."""
+def pil_resize_center_crop(u8: torch.Tensor, size: int, crop: int | None = None, offsets: str = "round") -> torch.Tensor:
+    """uint8 images [B, 3, H, W] -> float [B, 3, crop, crop] in [0, 1]: the short side to `size`, a centre crop of
+    `crop` (default `size`; placed by `resize.crop_offset(offsets)`), as torchvision's Resize + CenterCrop
+    (offsets "round") or CLIPImageProcessor (offsets "floor") do, computed the way PIL computes it: antialiased
+    bicubic (PIL's kernel), horizontal pass then vertical pass, each rounded and clipped to 8 bits. Measured
+    against PIL: the same values except rare pixels off by one grey level (one float pass instead gives errors of
+    up to ~2.4 levels on textured images)."""
     import torch.nn.functional as F
 
+    from imgpref.scorers.backbones.resize import crop_offset, short_side_size
+
+    crop = size if crop is None else int(crop)
     h, w = u8.shape[-2:]
-    nh, nw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    nh, nw = short_side_size(h, w, size)
     x = u8.to(torch.float32)
     if nw != w:
         x = F.interpolate(x, size=(h, nw), mode="bicubic", antialias=True, align_corners=False).round_().clamp_(0, 255)
     if nh != h:
         x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False).round_().clamp_(0, 255)
-    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
-    return x[..., top:top + size, left:left + size].div_(255)
+    top, left = crop_offset(nh - crop, offsets), crop_offset(nw - crop, offsets)
+    return x[..., top:top + crop, left:left + crop].div_(255)
 
 
 def tensor_transform(backbone: Any):
-    """uint8 [B, 3, H, W] on the device -> model input: PIL's arithmetic for open_clip's centre-crop transform
-    (`pil_resize_center_crop`), else the backbone's own differentiable transform `pixels_to_input`."""
+    """uint8 [B, 3, H, W] on the device -> model input: PIL's arithmetic (`pil_resize_center_crop`) for open_clip's
+    centre-crop transform and for transformers' CLIP processor (its resize size, crop size and floor offsets), else
+    the backbone's own differentiable transform `pixels_to_input`."""
+    from imgpref.scorers.backbones.hf_clip_backbone import HFClipBackbone
     from imgpref.scorers.backbones.open_clip_backbone import OpenClipBackbone
     from imgpref.scorers.backbones.resize import normalize
 
     if isinstance(backbone, OpenClipBackbone) and backbone.resize_mode == "center_crop":
         size, mean, std = backbone.image_size, backbone.mean, backbone.std
         return lambda u8: normalize(pil_resize_center_crop(u8, size), mean, std)
+    if isinstance(backbone, HFClipBackbone):
+        size, crop, mean, std = backbone.resize_size, backbone.image_size, backbone.mean, backbone.std
+        return lambda u8: normalize(pil_resize_center_crop(u8, size, crop, offsets="floor"), mean, std)
     return lambda u8: backbone.pixels_to_input(u8.to(torch.float32).div_(255))
 
 

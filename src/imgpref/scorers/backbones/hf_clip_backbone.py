@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from imgpref.scorers.backbones.resize import pixels_to_clip_input
+from imgpref.scorers.backbones.resize import normalize, resize_short_center_crop
 from imgpref.scorers.base import Backbone
 
 
@@ -65,14 +65,11 @@ class HFClipBackbone(Backbone):
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
     def pixels_to_input(self, images: Tensor) -> Tensor:
-        if self.resize_size != self.image_size:
-            from imgpref.scorers.backbones.resize import normalize, resize_short_center_crop
-
-            x = resize_short_center_crop(images, self.resize_size)
-            top = (self.resize_size - self.image_size) // 2
-            x = x[..., top : top + self.image_size, top : top + self.image_size]
-            return normalize(x.clamp(0, 1), self.mean, self.std)
-        return pixels_to_clip_input(images, self.image_size, self.mean, self.std, "center_crop")
+        # As CLIPImageProcessor: short side to resize_size, then a crop_size centre crop placed with floor
+        # offsets (transformers' rule; torchvision's CenterCrop rounds instead and lands one pixel off when the
+        # margin is odd), values clamped as the processor's uint8 resize saturates them.
+        x = resize_short_center_crop(images, self.resize_size, self.image_size, offsets="floor")
+        return normalize(x.clamp(0.0, 1.0), self.mean, self.std)
 
     def embed_images(self, pixels: Tensor) -> Tensor:
         return _features(self.model.get_image_features(pixel_values=pixels.to(self.device)))

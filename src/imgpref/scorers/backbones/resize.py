@@ -18,16 +18,35 @@ def _interp(images: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(images, size=size, mode="bicubic", antialias=True, align_corners=False)
 
 
-def resize_short_center_crop(images: Tensor, size: int) -> Tensor:
-    """Short side to `size` (torchvision's rounding: long side int(size * long / short)), centre crop."""
-    h, w = images.shape[-2:]
-    if h <= w:
-        nh, nw = size, int(size * w / h)
-    else:
-        nh, nw = int(size * h / w), size
+CROP_OFFSETS = ("round", "floor")
+
+
+def short_side_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """(height, width) with the short side at `size`, the long side int(size * long / short) (torchvision's and
+    transformers' rounding)."""
+    return (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+
+
+def crop_offset(extra: int, offsets: str = "round") -> int:
+    """Where a centre crop starts when it drops `extra` pixels on one axis, with an odd `extra` split as
+    torchvision's CenterCrop does (`round`: round half to even of extra / 2, used by open_clip and BLIP) or as
+    transformers' CLIP image processors do (`floor`: extra // 2). Python rounds halves to even, so the two differ
+    by one pixel when extra % 4 == 3 (a margin of 15: 8 vs 7; of 17: 8 and 8)."""
+    if offsets == "round":
+        return int(round(extra / 2.0))
+    if offsets == "floor":
+        return extra // 2
+    raise ValueError(f"offsets must be one of {CROP_OFFSETS}; got {offsets!r}")
+
+
+def resize_short_center_crop(images: Tensor, size: int, crop: int | None = None, offsets: str = "round") -> Tensor:
+    """Short side to `size` (`short_side_size`), then a centre crop of `crop` x `crop` (default `size`) placed
+    as `crop_offset(offsets)` says."""
+    crop = size if crop is None else int(crop)
+    nh, nw = short_side_size(*images.shape[-2:], size)
     x = _interp(images, (nh, nw))
-    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
-    return x[..., top : top + size, left : left + size]
+    top, left = crop_offset(nh - crop, offsets), crop_offset(nw - crop, offsets)
+    return x[..., top : top + crop, left : left + crop]
 
 
 def resize_long_pad(images: Tensor, size: int, fill: float = 0.0) -> Tensor:
