@@ -20,7 +20,8 @@ Pair prompts are drawn as in world_align.py (`alignment_prompts`, never an evalu
 Targets (issue 10): DPO and MaPO each gold win >= 0.65, CI low > 0.55, on 3 of 3 seeds; RankDPO vs DPO reported.
 
   python benchmarks/world_flow_align.py [--base DIR] [--seeds 0,1,2] [--methods dpo,mapo,rankdpo] [--steps 400]
-      [--proxy rm|gold] [--k 4] [--pair-prompts 384] [--pair-combos all|train] [--test-prompts 48] [--eval-seeds 2] [--set [METHOD:]KEY=VALUE]
+      [--proxy rm|gold] [--k 4] [--pair-prompts 384] [--pair-combos all|train] [--pair-guidance G]
+      [--test-prompts 48] [--eval-seeds 2] [--set [METHOD:]KEY=VALUE]
 """
 from __future__ import annotations
 
