@@ -21,14 +21,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from imgpref.cli import app
+from tiny_recipe import TINY_RENDERING, small_overrides  # tests/tiny_recipe.py
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "configs" / "train" / "tiny_rendering.yaml"
-TINY = ["scorer.backbone.model_name=imgpref-tiny-plural-test", "scorer.backbone.model_config.vision_cfg.image_size=32",
-        "scorer.backbone.model_config.vision_cfg.layers=1", "scorer.backbone.model_config.text_cfg.vocab_size=1000",
-        "data.batch_size=64", "mode.name=head", "optimizer.lr=0.05", "optimizer.warmup_steps=0",
-        "optimizer.weight_decay=0.0", "trainer.max_epochs=60", "trainer.early_stopping=null", "augment=null"]
+RECIPE = TINY_RENDERING
+TINY = small_overrides(
+    "imgpref-tiny-plural-test", "mode.name=head", "optimizer.lr=0.05", "optimizer.warmup_steps=0",
+    "optimizer.weight_decay=0.0", "trainer.max_epochs=60", "trainer.early_stopping=null", "augment=null",
+    batch_size=64)
 GROUPS = {"bright": [f"b{k}" for k in range(5)], "dark": [f"d{k}" for k in range(5)]}
 SIGN = {"bright": 1.0, "dark": -1.0}
 

@@ -14,18 +14,10 @@ import torch
 from imgpref.data.synth import make_rendering_dataset
 from imgpref.scorers.registry import load_scorer
 from imgpref.train.run import train
+from tiny_recipe import TINY_RENDERING, small_overrides  # tests/tiny_recipe.py
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "configs" / "train" / "tiny_rendering.yaml"
-SMALL = [
-    "scorer.backbone.model_name=imgpref-tiny-atomic-test",
-    "scorer.backbone.model_config.vision_cfg.image_size=32",
-    "scorer.backbone.model_config.vision_cfg.layers=1",
-    "scorer.backbone.model_config.text_cfg.vocab_size=1000",
-    "data.batch_size=16",
-    "trainer.max_epochs=1",
-    "mode.name=head",
-]
+RECIPE = TINY_RENDERING
+SMALL = small_overrides("imgpref-tiny-atomic-test", "trainer.max_epochs=1", "mode.name=head")
 
 
 def _disk_full_on(monkeypatch, name: str) -> None:

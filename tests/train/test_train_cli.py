@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,17 +10,10 @@ from typer.testing import CliRunner
 
 from imgpref.cli import app
 from imgpref.data.synth import make_rendering_dataset
+from tiny_recipe import TINY_RENDERING, small_overrides  # tests/tiny_recipe.py
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "configs" / "train" / "tiny_rendering.yaml"
-SMALL = [
-    "scorer.backbone.model_name=imgpref-tiny-rendering-test",
-    "scorer.backbone.model_config.vision_cfg.image_size=32",
-    "scorer.backbone.model_config.vision_cfg.layers=1",
-    "scorer.backbone.model_config.text_cfg.vocab_size=1000",
-    "data.batch_size=16",
-    "trainer.max_epochs=2",
-]
+TINY = TINY_RENDERING
+SMALL = small_overrides("imgpref-tiny-rendering-test", "trainer.max_epochs=2")
 
 
 @pytest.fixture(scope="module")

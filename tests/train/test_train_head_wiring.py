@@ -22,17 +22,12 @@ from imgpref.scorers.tiny import tiny_open_clip_model
 from imgpref.train.embed_cache import CachedPairs, EmbeddingTable
 from imgpref.train.module import RewardModelModule
 from imgpref.train.run import load_recipe, train
+from tiny_recipe import small_overrides  # tests/tiny_recipe.py
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "configs" / "train"
-SMALL = [
-    "scorer.backbone.model_name=imgpref-tiny-rendering-test",
-    "scorer.backbone.model_config.vision_cfg.image_size=32",
-    "scorer.backbone.model_config.vision_cfg.layers=1",
-    "scorer.backbone.model_config.text_cfg.vocab_size=1000",
-    "data.batch_size=16",
-]
+SMALL = small_overrides("imgpref-tiny-rendering-test")
 
 
 def _scorer(head) -> Scorer:

@@ -10,17 +10,11 @@ import yaml
 
 from imgpref.data.synth import make_rendering_dataset
 from imgpref.train.run import apply_overrides, load_recipe, train
+from tiny_recipe import small_overrides  # tests/tiny_recipe.py
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "configs" / "train"
-SMALL = [
-    "scorer.backbone.model_name=imgpref-tiny-rendering-test",
-    "scorer.backbone.model_config.vision_cfg.image_size=32",
-    "scorer.backbone.model_config.vision_cfg.layers=1",
-    "scorer.backbone.model_config.text_cfg.vocab_size=1000",
-    "data.batch_size=16",
-    "trainer.max_epochs=2",
-]
+SMALL = small_overrides("imgpref-tiny-rendering-test", "trainer.max_epochs=2")
 
 
 def test_overrides_parse_yaml_values_and_create_keys():

@@ -10,21 +10,13 @@ from safetensors.torch import load_file
 
 from imgpref.data.synth import make_rendering_dataset
 from imgpref.train.run import train
+from tiny_recipe import TINY_RENDERING, small_overrides  # tests/tiny_recipe.py
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "configs" / "train" / "tiny_rendering.yaml"
+TINY = TINY_RENDERING
 
 # the real tiny recipe, shrunk: 32 px images, one transformer block, 4 short epochs, no early stop
-SMALL = [
-    "scorer.backbone.model_name=imgpref-tiny-rendering-test",
-    "scorer.backbone.model_config.vision_cfg.image_size=32",
-    "scorer.backbone.model_config.vision_cfg.layers=1",
-    "scorer.backbone.model_config.text_cfg.vocab_size=1000",
-    "data.batch_size=16",
-    "trainer.max_epochs=4",
-    "trainer.early_stopping=null",
-    "optimizer.warmup_steps=2",
-]
+SMALL = small_overrides("imgpref-tiny-rendering-test", "trainer.max_epochs=4", "trainer.early_stopping=null",
+                        "optimizer.warmup_steps=2")
 
 
 @pytest.fixture(scope="module")
