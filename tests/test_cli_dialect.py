@@ -12,6 +12,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from imgpref.cli import app
+from tiny_recipe import small_overrides  # tests/tiny_recipe.py
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -148,11 +149,7 @@ def test_lightning_lines_once_and_no_tips(tmp_path, light_dark_pairs):
     manifest = light_dark_pairs(tmp_path / "pairs", n=2, tie=False)
     train = ["train", "--config", str(ROOT / "configs" / "train" / "tiny_rendering.yaml"), "--data",
              str(tmp_path / "syn" / "manifest.csv"), "--out", str(tmp_path / "t"), "--no-progress"]
-    for o in ("scorer.backbone.model_name=imgpref-tiny-dialect-test",
-              "scorer.backbone.model_config.vision_cfg.image_size=32",
-              "scorer.backbone.model_config.vision_cfg.layers=1",
-              "scorer.backbone.model_config.text_cfg.vocab_size=1000", "data.batch_size=32",
-              "trainer.max_epochs=1"):
+    for o in small_overrides("imgpref-tiny-dialect-test", "trainer.max_epochs=1", batch_size=32):
         train += ["--set", o]
     align = ["align", "--config", str(RECIPE), "--data", str(manifest), "--out", str(tmp_path / "a"),
              "--set", "trainer.max_steps=1", "--set", "data.latents=null", "--set", "data.batch_size=2"]

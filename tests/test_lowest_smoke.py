@@ -20,6 +20,7 @@ from skimage import data as skdata
 from typer.testing import CliRunner
 
 from imgpref.cli import app
+from tiny_recipe import small_overrides  # tests/tiny_recipe.py
 
 pytestmark = pytest.mark.lowest
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,12 +86,8 @@ def test_train_one_epoch_evaluate_reload_and_score(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--config", str(ROOT / "configs" / "train" / "tiny_rendering.yaml"),
             "--data", str(tmp_path / "synth" / "manifest.csv"), "--out", str(run), "--no-progress"]
-    for o in ("scorer.backbone.model_name=imgpref-tiny-rendering-lowest",
-              "scorer.backbone.model_config.vision_cfg.image_size=32",
-              "scorer.backbone.model_config.vision_cfg.layers=1",
-              "scorer.backbone.model_config.text_cfg.vocab_size=1000",
-              "data.batch_size=16", "trainer.max_epochs=1", "trainer.early_stopping=null",
-              "trainer.ema={decay: 0.9}"):
+    for o in small_overrides("imgpref-tiny-rendering-lowest", "trainer.max_epochs=1", "trainer.early_stopping=null",
+                             "trainer.ema={decay: 0.9}"):
         args += ["--set", o]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
