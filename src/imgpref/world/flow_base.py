@@ -377,9 +377,11 @@ def load_flow_pipeline(folder: str | os.PathLike):
     return pipe
 
 
-# The modules whose bytes decide the flow base's weights; their source is part of its cache key.
+# The modules whose bytes decide the flow base's weights (its own training code and what it calls: scenes,
+# stage loop, flow maths, latents and tokenizer helpers); their source is part of its cache key.
 TRAINING_CODE = ("imgpref.world.flow_base", "imgpref.world.pretrain_modules", "imgpref.world.pretrain_losses",
-                 "imgpref.world.scenes", "imgpref.align.flow")
+                 "imgpref.world.scenes", "imgpref.world.base_model", "imgpref.world.clip_pretrain",
+                 "imgpref.align.flow", "imgpref.align.conditioning")
 
 
 def training_code_digest(modules: Sequence[str] | None = None) -> str:

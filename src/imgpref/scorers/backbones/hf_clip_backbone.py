@@ -66,8 +66,8 @@ class HFClipBackbone(Backbone):
 
     def pixels_to_input(self, images: Tensor) -> Tensor:
         # As CLIPImageProcessor: short side to resize_size, then a crop_size centre crop placed with floor
-        # offsets (transformers' rule; torchvision's CenterCrop rounds instead and lands one pixel off when the
-        # margin is odd), values clamped as the processor's uint8 resize saturates them.
+        # offsets (transformers' rule; torchvision's CenterCrop rounds half to even instead, one pixel off
+        # when the margin is 3 mod 4), values clamped as the processor's uint8 resize saturates them.
         x = resize_short_center_crop(images, self.resize_size, self.image_size, offsets="floor")
         return normalize(x.clamp(0.0, 1.0), self.mean, self.std)
 
