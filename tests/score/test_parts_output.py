@@ -163,13 +163,18 @@ def test_cli_scores_shards_into_parts_and_reports_usage_errors(tmp_path):
 
 _KILLED_RUN = """
 import sys, time, torch
+from pathlib import Path
 torch.set_num_threads(1)
 from imgpref.scorers.stages import EmbedAndScore
 from imgpref.scorers.score_dataset import score_dataset
 from imgpref.scorers.tiny_scorers import tiny_clip_scorers
 real = EmbedAndScore.__call__
 def slow(self, batch):
-    time.sleep(0.4)  # slow enough for the parent to kill it mid-run
+    # once two parts are on disk, hang until killed: the run cannot finish before the parent (however slow
+    # a loaded machine makes it) sees them and sends SIGKILL, so the kill always lands mid-run
+    while len(list(Path(sys.argv[1]).glob("part-*.parquet"))) >= 2:
+        time.sleep(0.05)
+    time.sleep(0.1)
     return real(self, batch)
 EmbedAndScore.__call__ = slow
 score_dataset(sys.argv[2:], tiny_clip_scorers(n_linear=1, cosine=False), out=sys.argv[1], batch_size=2,
