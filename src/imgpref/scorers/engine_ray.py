@@ -135,8 +135,12 @@ def build_dataset(shards: Sequence[Shard], todo: Sequence[int], scorers, spec: R
 
     gpu = device.type == "cuda"
     n_actors = actors or (max(1, int(ray.cluster_resources().get("GPU", 1))) if gpu else 1)
-    decoder = None if decode == "gpu" else Decoder(spec, [scorers[spec.group_of.index(g)].backbone.preprocess
-                                                          for g in range(len(spec.namespaces))])
+    if decode == "gpu":
+        decoder = None  # the model actors decode
+    else:
+        from imgpref.scorers.gpu_decode import make_decoder
+
+        decoder = make_decoder("cpu", spec, scorers, device)
     scorers_ref = ray.put(list(scorers))
     ds = ray.data.from_items([{"shard": i} for i in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(read_and_decode, batch_size=1, batch_format="numpy", num_cpus=DECODE_CPUS,
