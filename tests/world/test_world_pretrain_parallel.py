@@ -6,6 +6,7 @@ history must come back to the calling process.
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
 from imgpref.world.pretrain_modules import fit_stage
@@ -85,3 +86,20 @@ def test_rank_generators_differ():
         draws.append(torch.rand(4, generator=m._gen))
     assert torch.equal(draws[0], torch.rand(4, generator=torch.Generator().manual_seed(9)))  # rank 0: the seed
     assert not torch.equal(draws[0], draws[1])
+
+
+def test_processes_that_do_not_split_the_batches_are_a_usage_error_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from imgpref.cli import app
+    from imgpref.world.base_model import PretrainSizes
+
+    PretrainSizes().check_processes(2)  # 128 / 32 / 64 split evenly
+    with pytest.raises(ValueError, match="does not divide clip_batch 128, vae_batch 32, unet_batch 64"):
+        PretrainSizes().check_processes(3)
+    out = tmp_path / "base"
+    res = CliRunner().invoke(app, ["world", "pretrain", "--out", str(out), "--quick", "--processes", "3"])
+    assert res.exit_code == 2 and "--processes 3 must divide every stage's batch" in res.output
+    res = CliRunner().invoke(app, ["world", "pretrain", "--out", str(out), "--quick", "--processes", "0"])
+    assert res.exit_code == 2 and "--processes must be >= 1; got 0" in res.output
+    assert not out.exists()  # nothing rendered or written

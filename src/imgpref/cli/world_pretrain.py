@@ -40,18 +40,21 @@ def pretrain_command(
 ) -> None:
     """Pretrain the world CLIP, VAE and UNet with Lightning and save the base pipeline (deterministic from --seed)."""
     _check_out_and_threads(out, threads)
-    if processes < 1:
-        from imgpref.cli.errors import usage_error
-
-        usage_error(f"--processes must be >= 1; got {processes}")
     from dataclasses import asdict
 
+    from imgpref.cli.errors import usage_error
     from imgpref.world.base_model import PretrainSizes, pretrain_world, sample_fidelity
     from imgpref.world.reward import world_prompts
 
+    sizes = PretrainSizes.quick() if quick else PretrainSizes()
+    try:
+        sizes.check_processes(processes)
+    except ValueError as exc:
+        usage_error(exc)
+
     typer.echo(f"pretraining the world base into {out} (seed {seed}, {threads} threads, {processes} processes)")
-    pipe, clip, report = pretrain_world(out, seed=seed, sizes=PretrainSizes.quick() if quick else None,
-                                        threads=threads, processes=processes, log=typer.echo)
+    pipe, clip, report = pretrain_world(out, seed=seed, sizes=sizes, threads=threads, processes=processes,
+                                        log=typer.echo)
     test = world_prompts(seed, 0, 0, 32, combo_seed=seed)["test"]
     fid = sample_fidelity(pipe, test, seeds=2)["fidelity"]
     report.metrics["heldout_fidelity"] = float(fid.mean())

@@ -67,6 +67,16 @@ class PretrainSizes:
     p_uncond: float = 0.1
     ema_decay: float = 0.995
 
+    def check_processes(self, processes: int) -> None:
+        """ValueError unless `processes` data-parallel ranks can split every stage's batch evenly."""
+        if processes < 1:
+            raise ValueError(f"--processes must be >= 1; got {processes}")
+        batches = {"clip_batch": self.clip_batch, "vae_batch": self.vae_batch, "unet_batch": self.unet_batch}
+        bad = ", ".join(f"{k} {b}" for k, b in batches.items() if b % processes)
+        if bad:
+            raise ValueError(f"--processes {processes} must divide every stage's batch, and does not divide {bad}; "
+                             "use 1, 2 or another common divisor of the batches")
+
     @classmethod
     def quick(cls) -> "PretrainSizes":
         return cls(scenes=400, clip_steps=5, clip_batch=32, vae_steps=5, vae_batch=16, unet_steps=(5,), unet_batch=16)
@@ -220,6 +230,7 @@ def pretrain_world(out: str | os.PathLike | None = None, *, seed: int = 0, sizes
     from imgpref.world.scenes import sample_dataset, split_combos
 
     sizes = sizes or PretrainSizes()
+    sizes.check_processes(processes)  # before any scene is rendered
     if threads is not None:
         torch.set_num_threads(int(threads))
     report = PretrainReport(seed=seed, sizes=asdict(sizes), torch_threads=torch.get_num_threads(),
