@@ -5,8 +5,8 @@ combos, batch, lr, KL weight and seed; one process), or loads the committed one,
 every colour x shape combination through encode (posterior mean) + decode and judges both the rendered scenes and
 their reconstructions, per shape. Prints one JSON line. Results: benchmarks/RESULTS.md "world_align".
 
-  python benchmarks/world_vae_cap.py VARIANT [--steps 1500] [--threads 1]
-  VARIANT: committed (the pack's VAE, no training) | base (VAE_CONFIG) | ch8 (8 latent channels)
+  python benchmarks/world_vae_cap.py VARIANT [--steps 1500] [--batch 32] [--lr 2e-3] [--threads 1]
+  VARIANT: committed (the pack's VAE, or --pack DIR's; no training) | base (VAE_CONFIG) | ch8 (8 latent channels)
            | down2 (two downsamplings: 16 x 16 latents) | wide (32-64-64 channels, 2 layers per block)
 """
 from __future__ import annotations
@@ -32,7 +32,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("variant", choices=sorted(VARIANTS))
     ap.add_argument("--steps", type=int, default=None, help="VAE steps (default: PretrainSizes().vae_steps)")
+    ap.add_argument("--batch", type=int, default=None, help="VAE batch (default: PretrainSizes().vae_batch)")
+    ap.add_argument("--lr", type=float, default=None, help="VAE peak lr (default: PretrainSizes().vae_lr)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pack", default=None, help="with `committed`: another world pack folder (store.pack_world)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -46,16 +49,17 @@ def main() -> None:
 
     sizes = bm.PretrainSizes()
     steps = args.steps or sizes.vae_steps
+    batch, lr = args.batch or sizes.vae_batch, args.lr or sizes.vae_lr
     t0 = time.process_time()
     train_combos, heldout = split_combos(0)
     if VARIANTS[args.variant] is None:
-        vae = load_world()[0].vae
+        vae = (load_world(args.pack) if args.pack else load_world())[0].vae
     else:
         images, _ = sample_dataset(sizes.scenes, 0, size=bm.RESOLUTION, combos=train_combos)
         torch.manual_seed(1)  # pretrain_world builds the VAE with seed + 1
         vae = AutoencoderKL(**{**bm.VAE_CONFIG, **VARIANTS[args.variant]})
         fit_stage(vae, bm.VAEBatchLoss(sizes.kl_weight), (bm.vae_pixels(images),), steps=steps,
-                  batch_size=sizes.vae_batch, lr=sizes.vae_lr, seed=1)
+                  batch_size=batch, lr=lr, seed=1)
     vae.eval()
     scenes, prompts = sample_dataset(300, 12345, size=bm.RESOLUTION, combos=train_combos + heldout)
     with torch.no_grad():
@@ -63,7 +67,9 @@ def main() -> None:
         rec = vae.decode(vae.encode(x).latent_dist.mean).sample
     rec_u8 = ((rec.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     rendered, recon = judge(scenes, prompts), judge(rec_u8, prompts)
-    out = {"variant": args.variant, "steps": steps if VARIANTS[args.variant] is not None else None,
+    trained = VARIANTS[args.variant] is not None
+    out = {"variant": args.variant, "steps": steps if trained else None, "batch": batch if trained else None,
+           "lr": lr if trained else None,
            "cpu_seconds": round(time.process_time() - t0), "latent": list(vae.encode(x[:1]).latent_dist.mean.shape[1:]),
            "fidelity_rendered": round(float(rendered["fidelity"].mean()), 3),
            "fidelity_recon": round(float(recon["fidelity"].mean()), 3)}

@@ -39,8 +39,10 @@ def test_short_dpo_loop_raises_gold_on_heldout_prompts(tmp_path):
     wins = np.where(r["gold"]["utility"] > base.gold["utility"], 1.0,
                     np.where(r["gold"]["utility"] == base.gold["utility"], 0.5, 0.0))
     assert r["gold_win"] == pytest.approx(wins.mean())
-    # Gold improves on average (measured: utility 0.505 -> 0.508, fidelity 0.370 -> 0.379; win 0.625). The issue's
-    # win-rate and +0.1 fidelity targets are measured by benchmarks/world_align.py (not met, benchmarks/RESULTS.md).
+    # Gold improves on average (measured: utility 0.505 -> 0.508, fidelity 0.370 -> 0.379; win 0.625). A small
+    # margin: on the `--fast` base this loop lowers gold, and no loop that fits a test raised it reliably there
+    # (benchmarks/RESULTS.md "world_align"). The win-rate and +0.1 fidelity targets are measured by
+    # benchmarks/world_align.py (not met).
     assert r["utility_aligned"] > r["utility_base"], r
     assert r["fidelity_aligned"] > r["fidelity_base"], r
 

@@ -103,3 +103,21 @@ def test_processes_that_do_not_split_the_batches_are_a_usage_error_before_any_wo
     res = CliRunner().invoke(app, ["world", "pretrain", "--out", str(out), "--quick", "--processes", "0"])
     assert res.exit_code == 2 and "--processes must be >= 1; got 0" in res.output
     assert not out.exists()  # nothing rendered or written
+
+
+def test_fast_recipe_halves_the_vae_batch_and_is_exclusive_with_quick(tmp_path):
+    from typer.testing import CliRunner
+
+    from imgpref.cli import app
+    from imgpref.world.base_model import PretrainSizes
+
+    fast, full = PretrainSizes.fast(), PretrainSizes()
+    # same VAE samples seen (steps x batch within 20%), half the batch; fewer UNet steps; the rest unchanged
+    assert fast.vae_batch * 2 == full.vae_batch and fast.vae_steps * fast.vae_batch == 38400
+    assert sum(fast.unet_steps) == 1900 < sum(full.unet_steps) and fast.unet_batch == full.unet_batch
+    assert (fast.scenes, fast.clip_steps, fast.unet_lr) == (full.scenes, full.clip_steps, full.unet_lr)
+    fast.check_processes(2)
+    out = tmp_path / "base"
+    res = CliRunner().invoke(app, ["world", "pretrain", "--out", str(out), "--quick", "--fast"])
+    assert res.exit_code == 2 and "--quick and --fast" in res.output
+    assert not out.exists()

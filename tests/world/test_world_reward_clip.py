@@ -72,6 +72,22 @@ def test_reward_clip_dir_pretrains_once_then_reuses_the_cache(tmp_path, monkeypa
     assert not list(tmp_path.glob(".*.tmp"))                          # written beside, then renamed into place
 
 
+def test_reward_clip_cache_key_changes_with_the_training_code_bytes(tmp_path, monkeypatch):
+    """The cached reward CLIP is keyed on the bytes of the code that trains it (as the flow base is): an edit to
+    one module (a stand-in added to TRAINING_CODE) names a new folder; restoring the bytes names the old one."""
+    module = tmp_path / "fake_reward_clip_code.py"
+    module.write_text("STEPS = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(rc, "TRAINING_CODE", rc.TRAINING_CODE + ("fake_reward_clip_code",))
+    sizes = rc.RewardClipSizes.quick()
+    first = rc.reward_clip_digest(sizes)
+    module.write_text("STEPS = 2\n")
+    assert rc.reward_clip_digest(sizes) != first
+    module.write_text("STEPS = 1\n")
+    assert rc.reward_clip_digest(sizes) == first
+    assert "imgpref.world.pretrain_modules" in rc.TRAINING_CODE  # the stage loop (optimiser, schedule) is covered
+
+
 def test_rm_clip_dir_choices(tmp_path):
     from imgpref.world.reward import rm_clip_dir
 

@@ -1,6 +1,7 @@
 """`imgpref world pretrain` and `imgpref world base`: build or export the world's base text-to-image model.
 
     imgpref world pretrain --out DIR [--seed 0] [--threads 2] [--pack]   # rebuild (Lightning, minutes on a CPU)
+    imgpref world pretrain --out DIR --fast --processes 2               # the 10-minute recipe (another base)
     imgpref world base --out DIR                                         # the committed base, in seconds
     imgpref world pretrain-flow --out DIR [--seed 0] [--threads 1]       # the SD3-style flow base (issue 10)
 
@@ -37,6 +38,8 @@ def pretrain_command(
     pack: bool = typer.Option(False, "--pack", help="Also write the fp16 pack into the package "
                               "(src/imgpref/world/pretrained/), replacing the committed base."),
     quick: bool = typer.Option(False, "--quick", help="A few steps per stage (a smoke test; the model is useless)."),
+    fast: bool = typer.Option(False, "--fast", help="The 10-minute recipe (PretrainSizes.fast; use with --processes "
+                              "2): another base, not the committed one."),
 ) -> None:
     """Pretrain the world CLIP, VAE and UNet with Lightning and save the base pipeline (deterministic from --seed)."""
     _check_out_and_threads(out, threads)
@@ -46,7 +49,9 @@ def pretrain_command(
     from imgpref.world.base_model import PretrainSizes, pretrain_world, sample_fidelity
     from imgpref.world.reward import world_prompts
 
-    sizes = PretrainSizes.quick() if quick else PretrainSizes()
+    if quick and fast:
+        usage_error("--quick and --fast are two different recipes; pass one")
+    sizes = PretrainSizes.quick() if quick else PretrainSizes.fast() if fast else PretrainSizes()
     try:
         sizes.check_processes(processes)
     except ValueError as exc:

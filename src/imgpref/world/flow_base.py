@@ -384,29 +384,15 @@ TRAINING_CODE = ("imgpref.world.flow_base", "imgpref.world.pretrain_modules", "i
                  "imgpref.align.flow", "imgpref.align.conditioning")
 
 
-def training_code_digest(modules: Sequence[str] | None = None) -> str:
-    """SHA-256 (16 hex digits) of the source bytes of `modules` and the torch version: an edit to the pretraining
-    code or another torch build can change the trained weights, so it must also change the cache folder."""
-    import importlib
-
-    h = hashlib.sha256(torch.__version__.encode())
-    for name in TRAINING_CODE if modules is None else modules:
-        source = inspect.getsourcefile(importlib.import_module(name))
-        if source is None:
-            raise ValueError(f"no source file for module {name!r}; the flow cache key needs the code's bytes")
-        h.update(name.encode() + b"\0" + Path(source).read_bytes())
-    return h.hexdigest()[:16]
-
-
 def flow_cache_dir(seed: int = 0, cache: str | os.PathLike | None = None) -> Path:
     """Cache folder of the default flow base: named by the world pack's digest, a digest of the default sizes and
-    of the training code (`training_code_digest`) and the seed, so a new pack (say, a new VAE), recipe or
+    of the training code (`store.code_digest(TRAINING_CODE)`) and the seed, so a new pack (say, a new VAE), recipe or
     pretraining code gets a new folder (`ensure_flow_world`)."""
-    from imgpref.world.store import cache_root, pack_digest
+    from imgpref.world.store import cache_root, code_digest, pack_digest
 
     root = Path(cache) if cache is not None else cache_root()
     recipe = hashlib.sha256(json.dumps([asdict(FlowPretrainSizes()), SCHEDULER_SHIFT], sort_keys=True).encode())
-    recipe.update(training_code_digest().encode())
+    recipe.update(code_digest(TRAINING_CODE).encode())
     return root / f"flow-{pack_digest()}-{recipe.hexdigest()[:8]}-s{seed}"
 
 

@@ -120,9 +120,20 @@ def pretrain_reward_clip(sizes: RewardClipSizes | None = None, *, config: dict |
                          progress=progress, config=config or REWARD_CLIP_CONFIG)
 
 
+# The modules whose bytes decide the reward CLIP's weights (scenes, CLIP pretraining, the stage loop, resolution,
+# tokenizer); their source
+# is part of its cache key, so an edit to them cannot reuse weights the old code trained.
+TRAINING_CODE = ("imgpref.world.reward_clip", "imgpref.world.scenes", "imgpref.world.clip_pretrain",
+                 "imgpref.world.pretrain_modules", "imgpref.world.pretrain_losses", "imgpref.world.base_model",
+                 "imgpref.align.tiny")
+
+
 def reward_clip_digest(sizes: RewardClipSizes | None = None, config: dict | None = None) -> str:
-    """16 hex digits naming a reward CLIP by what builds it (config + sizes)."""
-    spec = {"config": config or REWARD_CLIP_CONFIG, "sizes": asdict(sizes or RewardClipSizes()), "version": 1}
+    """16 hex digits naming a reward CLIP by what builds it (config, sizes and the training code's bytes)."""
+    from imgpref.world.store import code_digest
+
+    spec = {"config": config or REWARD_CLIP_CONFIG, "sizes": asdict(sizes or RewardClipSizes()), "version": 1,
+            "code": code_digest(TRAINING_CODE)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -88,6 +88,21 @@ def pack_digest(pack: str | os.PathLike = PACK_DIR) -> str:
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
 
 
+def code_digest(modules: Sequence[str]) -> str:
+    """SHA-256 (16 hex digits) of the source bytes of `modules` and the torch version. A cache of weights that
+    code trains must be keyed on it: an edit to that code or another torch build can change the weights."""
+    import importlib
+    import inspect
+
+    h = hashlib.sha256(torch.__version__.encode())
+    for name in modules:
+        source = inspect.getsourcefile(importlib.import_module(name))
+        if source is None:
+            raise ValueError(f"no source file for module {name!r}; a weights cache key needs the code's bytes")
+        h.update(name.encode() + b"\0" + Path(source).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def cache_root() -> Path:
     root = os.environ.get("IMGPREF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "imgpref")
     return Path(root) / "world"
