@@ -37,6 +37,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pack", default=None, help="with `committed`: another world pack folder (store.pack_world)")
     args = ap.parse_args()
+    trained = VARIANTS[args.variant] is not None
+    if args.pack and trained:
+        ap.error(f"--pack only applies to the `committed` variant, not {args.variant!r} (which trains its own VAE)")
     torch.set_num_threads(args.threads)
 
     from diffusers import AutoencoderKL
@@ -45,15 +48,15 @@ def main() -> None:
     from imgpref.world.judge import judge
     from imgpref.world.pretrain_modules import fit_stage
     from imgpref.world.scenes import sample_dataset, split_combos
-    from imgpref.world.store import load_world
+    from imgpref.world.store import PACK_DIR, load_world
 
     sizes = bm.PretrainSizes()
     steps = args.steps or sizes.vae_steps
     batch, lr = args.batch or sizes.vae_batch, args.lr or sizes.vae_lr
     t0 = time.process_time()
     train_combos, heldout = split_combos(0)
-    if VARIANTS[args.variant] is None:
-        vae = (load_world(args.pack) if args.pack else load_world())[0].vae
+    if not trained:
+        vae = load_world(args.pack or PACK_DIR)[0].vae
     else:
         images, _ = sample_dataset(sizes.scenes, 0, size=bm.RESOLUTION, combos=train_combos)
         torch.manual_seed(1)  # pretrain_world builds the VAE with seed + 1
@@ -65,9 +68,7 @@ def main() -> None:
     with torch.no_grad():
         x = bm.vae_pixels(scenes)
         rec = vae.decode(vae.encode(x).latent_dist.mean).sample
-    rec_u8 = ((rec.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    rendered, recon = judge(scenes, prompts), judge(rec_u8, prompts)
-    trained = VARIANTS[args.variant] is not None
+    rendered, recon = judge(scenes, prompts), judge((rec.clamp(-1, 1) + 1) / 2, prompts)
     out = {"variant": args.variant, "steps": steps if trained else None, "batch": batch if trained else None,
            "lr": lr if trained else None,
            "cpu_seconds": round(time.process_time() - t0), "latent": list(vae.encode(x[:1]).latent_dist.mean.shape[1:]),

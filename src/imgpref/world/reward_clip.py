@@ -121,8 +121,7 @@ def pretrain_reward_clip(sizes: RewardClipSizes | None = None, *, config: dict |
 
 
 # The modules whose bytes decide the reward CLIP's weights (scenes, CLIP pretraining, the stage loop, resolution,
-# tokenizer); their source
-# is part of its cache key, so an edit to them cannot reuse weights the old code trained.
+# tokenizer); their source is part of its cache key, so an edit to them cannot reuse weights the old code trained.
 TRAINING_CODE = ("imgpref.world.reward_clip", "imgpref.world.scenes", "imgpref.world.clip_pretrain",
                  "imgpref.world.pretrain_modules", "imgpref.world.pretrain_losses", "imgpref.world.base_model",
                  "imgpref.align.tiny")
