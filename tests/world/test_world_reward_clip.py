@@ -96,3 +96,21 @@ def test_rm_clip_dir_choices(tmp_path):
         rm_clip_dir("base")
     with pytest.raises(ValueError, match="'huge'"):
         rm_clip_dir("huge", tmp_path)
+
+
+def test_weight_cache_keys_change_with_a_library_release(monkeypatch):
+    """A new diffusers / transformers / Lightning / torch release can change initialisation or training, so the
+    trained-weights cache keys (reward CLIP, flow base) name the versions as well as the code."""
+    import importlib.metadata
+
+    from imgpref.world import store
+
+    real = importlib.metadata.version
+    sizes = rc.RewardClipSizes.quick()
+    first = rc.reward_clip_digest(sizes)
+    for lib in ("torch", "diffusers", "transformers", "lightning"):
+        monkeypatch.setattr(importlib.metadata, "version", lambda name, lib=lib: "0.0.1" if name == lib else real(name))
+        assert rc.reward_clip_digest(sizes) != first, lib
+    monkeypatch.setattr(importlib.metadata, "version", real)
+    assert rc.reward_clip_digest(sizes) == first
+    assert store.WEIGHT_LIBRARIES == ("torch", "diffusers", "transformers", "lightning")

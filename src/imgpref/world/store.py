@@ -88,13 +88,20 @@ def pack_digest(pack: str | os.PathLike = PACK_DIR) -> str:
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
 
 
+# Libraries whose versions decide trained weights too: initialisation (diffusers, transformers models), the
+# training loop (Lightning) and the kernels (torch).
+WEIGHT_LIBRARIES = ("torch", "diffusers", "transformers", "lightning")
+
+
 def code_digest(modules: Sequence[str]) -> str:
-    """SHA-256 (16 hex digits) of the source bytes of `modules` and the torch version. A cache of weights that
-    code trains must be keyed on it: an edit to that code or another torch build can change the weights."""
+    """SHA-256 (16 hex digits) of the source bytes of `modules` and the versions of `WEIGHT_LIBRARIES`. A cache
+    of weights that code trains must be keyed on it: an edit to that code or another library release can change
+    the weights."""
     import importlib
     import inspect
+    from importlib.metadata import version
 
-    h = hashlib.sha256(torch.__version__.encode())
+    h = hashlib.sha256(" ".join(f"{lib}=={version(lib)}" for lib in WEIGHT_LIBRARIES).encode())
     for name in modules:
         source = inspect.getsourcefile(importlib.import_module(name))
         if source is None:
