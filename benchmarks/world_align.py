@@ -103,6 +103,8 @@ def main() -> None:
                     help="one pair per prompt, or every ranked pair of its K images (`align pairs --mode`)")
     ap.add_argument("--min-margin", type=float, default=0.0, help="drop pairs whose proxy gap is below this")
     ap.add_argument("--test-prompts", type=int, default=48)
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance of the pairs' and the evaluation's samples (default: SAMPLE_SETTINGS)")
     ap.add_argument("--eval-seeds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", action="append", default=[], help="[METHOD:]KEY=VALUE recipe override")
@@ -132,11 +134,11 @@ def main() -> None:
     t_rm = clock()
     test = world_prompts(0, args.rm_prompts, args.rm_prompts // 5, args.test_prompts)["test"]
     pair_prompts = alignment_prompts(1, args.pair_prompts, test, combos=args.pair_combos)
+    guidance = SAMPLE_SETTINGS["guidance_scale"] if args.guidance is None else args.guidance
     pairs = label_pairs(pipe, pair_prompts, [proxy], root / "pairs", n=args.k, batch_size=64, mode=args.pair_mode,
                         min_margin=args.min_margin,
-                        num_inference_steps=SAMPLE_SETTINGS["num_inference_steps"],
-                        guidance_scale=SAMPLE_SETTINGS["guidance_scale"])
-    base = BaseSamples(pipe, test, seeds=args.eval_seeds)
+                        num_inference_steps=SAMPLE_SETTINGS["num_inference_steps"], guidance_scale=guidance)
+    base = BaseSamples(pipe, test, seeds=args.eval_seeds, sample={"guidance_scale": guidance})
     t_pairs = clock()
     print(f"{pairs.n_pairs} pairs; base gold fidelity on {len(test)} held-out prompts x {args.eval_seeds}: "
           f"{base.gold['fidelity'].mean():.3f} ({t_pairs[0] - t0[0]:.0f} s wall, {t_pairs[1] - t0[1]:.0f} s CPU "
@@ -169,7 +171,7 @@ def main() -> None:
                                                default=str))
     plot(rows, Path(args.plot))
     print(f"\nworld_align: proxy {args.proxy}, {pairs.n_pairs} pairs ({args.pair_prompts} prompts x K={args.k}, "
-          f"{args.pair_mode}, min margin {args.min_margin}), {len(test)} held-out prompts x {args.eval_seeds} seeds, overrides {args.set}, "
+          f"{args.pair_mode}, min margin {args.min_margin}), {len(test)} held-out prompts x {args.eval_seeds} seeds, guidance {guidance}, overrides {args.set}, "
           f"threads {args.threads}; total {t_end[0] - t0[0]:.0f} s wall, {t_end[1] - t0[1]:.0f} s CPU")
     print("| seed | method | steps | proxy win | gold win | 95% CI | gold fidelity base -> aligned | "
           "s (wall / CPU) | target met |")

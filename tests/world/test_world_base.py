@@ -127,6 +127,42 @@ def test_pretraining_is_deterministic_and_packs_losslessly_to_fp16(tmp_path):
     assert p3.vae.config.scaling_factor == pytest.approx(p1.vae.config.scaling_factor)
 
 
+def test_caption_noise_reaches_the_unet_only(tmp_path):
+    from dataclasses import replace
+
+    from imgpref.world.base_model import PretrainSizes, pretrain_world
+
+    torch.set_num_threads(1)
+    sizes = PretrainSizes(scenes=64, clip_steps=2, clip_batch=16, vae_steps=2, vae_batch=8, unet_steps=(2,),
+                          unet_batch=8)
+    clean_p, clean_c, _ = pretrain_world(None, seed=3, sizes=sizes)
+    noisy_p, noisy_c, rep = pretrain_world(None, seed=3, sizes=replace(sizes, caption_noise=0.5))
+    # CLIP and VAE learn from the clean scenes: bit-identical to the noise-free build
+    for a, b in ((clean_c, noisy_c), (clean_p.vae, noisy_p.vae)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # the UNet sees the flawed images (same seed, same captions): its weights differ after 2 steps
+    ua, ub = clean_p.unet.state_dict(), noisy_p.unet.state_dict()
+    assert any(not torch.equal(ua[k], ub[k]) for k in ua)
+    assert rep.sizes["caption_noise"] == 0.5 and "caption_noise" in rep.seconds
+    with pytest.raises(ValueError, match=r"caption_noise must lie in \[0, 1\); got -0.1"):
+        pretrain_world(tmp_path / "never", seed=3, sizes=replace(sizes, caption_noise=-0.1))
+    assert not (tmp_path / "never").exists()
+
+
+def test_cli_pretrain_rejects_caption_noise_out_of_range(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from imgpref.cli.world_pretrain import add_pretrain
+
+    app = typer.Typer()
+    add_pretrain(app)
+    res = CliRunner().invoke(app, ["pretrain", "--out", str(tmp_path / "b"), "--quick", "--caption-noise", "1.5"])
+    assert res.exit_code == 2 and "--caption-noise must lie in [0, 1); got 1.5" in res.output
+    assert not (tmp_path / "b").exists()
+
+
 def test_cli_base_writes_loadable_folders_and_pretrain_rejects_a_file(tmp_path):
     import typer
     from typer.testing import CliRunner

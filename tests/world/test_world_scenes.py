@@ -85,3 +85,45 @@ def test_render_pixels_by_hand():
     # the triangle points up: its top half holds fewer object pixels than its bottom half
     tri = render(Scene((Obj("triangle", "white", 8.0, 16.0, 16.0),), "black")).astype(int).sum(-1) > 300
     assert tri[8:16].sum() * 2 < tri[16:24].sum()
+
+
+def test_caption_noise_flaws_a_share_of_images_and_keeps_every_prompt_and_clean_image():
+    from imgpref.world.judge import judge
+
+    clean, prompts = sample_dataset(300, seed=5)
+    noisy, noisy_prompts = sample_dataset(300, seed=5, caption_noise=0.3)
+    assert noisy_prompts == prompts                       # the captions describe the unflawed scenes
+    flawed = np.array([not np.array_equal(a, b) for a, b in zip(clean, noisy)])
+    # binomial(300, 0.3): mean 90, sd 7.9; +-4 sd
+    assert 58 <= flawed.sum() <= 122
+    # unflawed images are pixel-identical; flawed ones are judged wrong against their own caption
+    fid_clean = judge(clean[flawed], [p for p, f in zip(prompts, flawed) if f])["fidelity"]
+    fid_flawed = judge(noisy[flawed], [p for p, f in zip(prompts, flawed) if f])["fidelity"]
+    assert fid_clean.mean() > 0.9 and fid_flawed.mean() < 0.55
+    assert (fid_flawed < fid_clean - 0.2).mean() > 0.95
+
+
+@pytest.mark.parametrize("kind,part", [("colour", "colour"), ("background", "background"), ("count", "count")])
+def test_flaw_scene_breaks_exactly_the_named_part(kind, part):
+    from imgpref.world.judge import judge
+    from imgpref.world.scenes import flaw_scene
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        scene = sample_scene(rng)
+        bad = flaw_scene(scene, kind, rng)
+        j = judge(np.stack([render(scene), render(bad)]), caption(scene))
+        assert j[part][0] > 0.8 and j[part][1] < 0.2, (kind, caption(scene), j[part])
+        spec, bspec = scene.spec, bad.spec
+        changed = {k for k in ("count", "colour", "shape", "background") if getattr(spec, k) != getattr(bspec, k)}
+        assert changed == {kind}
+        assert bspec.colour != bspec.background           # flawed objects stay visible
+
+
+def test_caption_noise_out_of_range_is_a_value_error_naming_it():
+    with pytest.raises(ValueError, match="caption_noise"):
+        sample_dataset(4, seed=0, caption_noise=1.0)
+    from imgpref.world.scenes import flaw_scene
+
+    with pytest.raises(ValueError, match="'shape'"):
+        flaw_scene(sample_scene(np.random.default_rng(0)), "shape", np.random.default_rng(0))

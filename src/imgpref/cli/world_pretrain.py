@@ -2,6 +2,7 @@
 
     imgpref world pretrain --out DIR [--seed 0] [--threads 2] [--pack]   # rebuild (Lightning, minutes on a CPU)
     imgpref world pretrain --out DIR --fast --processes 2               # the 10-minute recipe (another base)
+    imgpref world pretrain --out DIR --fast --caption-noise 0.3         # a base that also learned mislabelled scenes
     imgpref world base --out DIR                                         # the committed base, in seconds
     imgpref world pretrain-flow --out DIR [--seed 0] [--threads 1]       # the SD3-style flow base (issue 10)
 
@@ -40,6 +41,9 @@ def pretrain_command(
     quick: bool = typer.Option(False, "--quick", help="A few steps per stage (a smoke test; the model is useless)."),
     fast: bool = typer.Option(False, "--fast", help="The 10-minute recipe (PretrainSizes.fast; use with --processes "
                               "2): another base, not the committed one."),
+    caption_noise: float = typer.Option(0.0, "--caption-noise", help="Share of the UNet's training scenes rendered "
+                                        "with a wrong colour, count or background that the caption does not say "
+                                        "(mislabelled web data; CLIP and VAE still see clean scenes)."),
 ) -> None:
     """Pretrain the world CLIP, VAE and UNet with Lightning and save the base pipeline (deterministic from --seed)."""
     _check_out_and_threads(out, threads)
@@ -52,6 +56,9 @@ def pretrain_command(
     if quick and fast:
         usage_error("--quick and --fast are two different recipes; pass one")
     sizes = PretrainSizes.quick() if quick else PretrainSizes.fast() if fast else PretrainSizes()
+    if not 0.0 <= caption_noise < 1.0:
+        usage_error(f"--caption-noise must lie in [0, 1); got {caption_noise}")
+    sizes.caption_noise = caption_noise
     try:
         sizes.check_processes(processes)
     except ValueError as exc:

@@ -66,6 +66,8 @@ class PretrainSizes:
     unet_lr: float = 1e-3
     p_uncond: float = 0.1
     ema_decay: float = 0.995
+    # share of the UNet's scenes rendered with one flaw its caption does not mention (`scenes.sample_dataset`)
+    caption_noise: float = 0.0
 
     def check_processes(self, processes: int) -> None:
         """ValueError unless `processes` data-parallel ranks can split every stage's batch evenly."""
@@ -239,6 +241,8 @@ def pretrain_world(out: str | os.PathLike | None = None, *, seed: int = 0, sizes
 
     sizes = sizes or PretrainSizes()
     sizes.check_processes(processes)  # before any scene is rendered
+    if not 0.0 <= sizes.caption_noise < 1.0:
+        raise ValueError(f"caption_noise must lie in [0, 1); got {sizes.caption_noise}")
     if threads is not None:
         torch.set_num_threads(int(threads))
     report = PretrainReport(seed=seed, sizes=asdict(sizes), torch_threads=torch.get_num_threads(),
@@ -272,6 +276,14 @@ def pretrain_world(out: str | os.PathLike | None = None, *, seed: int = 0, sizes
     vae.register_to_config(scaling_factor=scale)
     report.metrics["vae_scaling_factor"] = scale
     t = lap("vae", t)
+
+    if sizes.caption_noise > 0:
+        # the UNet alone learns from mislabelled scenes (same prompts, a share of flawed images); CLIP and VAE
+        # keep the clean ones, so the text encoder and latent space are the same as without noise
+        noisy, _ = sample_dataset(sizes.scenes, seed, size=RESOLUTION, combos=train_combos,
+                                  caption_noise=sizes.caption_noise)
+        latents = encode_latents(vae, vae_pixels(noisy))
+        t = lap("caption_noise", t)
 
     captions = sorted(set(prompts)) + [""]
     index = {c: i for i, c in enumerate(captions)}

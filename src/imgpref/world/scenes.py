@@ -239,16 +239,53 @@ def render_prompt(prompt: str, rng: np.random.Generator, size: int = 32) -> np.n
     return render(sample_scene(rng, size=size, spec=parse_prompt(prompt)))
 
 
+FLAW_KINDS: tuple[str, ...] = ("colour", "count", "background")
+
+
+def flaw_scene(scene: Scene, kind: str, rng: np.random.Generator) -> Scene:
+    """`scene` with one part its caption names made wrong: the objects' colour, their count, or the background.
+
+    The flawed scene keeps the original's caption in `sample_dataset(..., caption_noise=p)`, as the mislabelled
+    share of a web-scraped training set does. (The world's base learns it as weaker prompt following overall, not
+    as a separate bad mode: benchmarks/RESULTS.md "world_align".)
+    """
+    spec = scene.spec
+    if kind == "colour":
+        # a colour that is neither the named one nor the background's, so the objects stay visible
+        choices = [c for c in COLOURS if c not in (spec.colour, spec.background)]
+        colour = choices[int(rng.integers(len(choices)))]
+        return Scene(tuple(Obj(o.shape, colour, o.size, o.cx, o.cy) for o in scene.objects), scene.background,
+                     scene.size)
+    if kind == "background":
+        choices = [c for c in COLOURS if c not in (spec.colour, spec.background)]
+        return Scene(scene.objects, choices[int(rng.integers(len(choices)))], scene.size)
+    if kind == "count":
+        counts = [c for c in range(1, MAX_COUNT + 1) if c != spec.count]
+        wrong = PromptSpec(counts[int(rng.integers(len(counts)))], spec.colour, spec.shape, spec.background)
+        return sample_scene(rng, size=scene.size, spec=wrong)
+    raise ValueError(f"unknown flaw {kind!r}; choose from {FLAW_KINDS}")
+
+
 def sample_dataset(
-    n: int, seed: int, size: int = 32, combos: Iterable[Combo] | None = None,
+    n: int, seed: int, size: int = 32, combos: Iterable[Combo] | None = None, caption_noise: float = 0.0,
 ) -> tuple[np.ndarray, list[str]]:
-    """(images uint8 [N, H, W, 3], prompts) of n random scenes; deterministic from seed."""
+    """(images uint8 [N, H, W, 3], prompts) of n random scenes; deterministic from seed.
+
+    With `caption_noise` p > 0, a share p of the images is rendered from a flawed scene (`flaw_scene`, one of
+    `FLAW_KINDS` at random) while its prompt still describes the unflawed one. The flaws draw from their own
+    generator, so the prompts, and every image left unflawed, are those of `caption_noise=0`.
+    """
+    if not 0.0 <= caption_noise < 1.0:
+        raise ValueError(f"caption_noise must lie in [0, 1); got {caption_noise}")
     rng = np.random.default_rng([seed, 17])
+    flaws = np.random.default_rng([seed, 19])
     allowed = _check_combos(combos)
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     prompts: list[str] = []
     for i in range(n):
         scene = sample_scene(rng, size=size, combos=allowed)
-        images[i] = render(scene)
         prompts.append(caption(scene))
+        if caption_noise > 0 and flaws.random() < caption_noise:
+            scene = flaw_scene(scene, FLAW_KINDS[int(flaws.integers(len(FLAW_KINDS)))], flaws)
+        images[i] = render(scene)
     return images, prompts
