@@ -131,7 +131,6 @@ def main() -> None:
     pipe, _ = load_world(args.pack) if args.pack else load_world()
     dirs = world_dirs(args.pack) if args.pack else world_dirs()
     proxy, proxy_info = proxy_scorer(args, pipe, dirs, root)
-    t_rm = clock()
     test = world_prompts(0, args.rm_prompts, args.rm_prompts // 5, args.test_prompts)["test"]
     pair_prompts = alignment_prompts(1, args.pair_prompts, test, combos=args.pair_combos)
     guidance = SAMPLE_SETTINGS["guidance_scale"] if args.guidance is None else args.guidance

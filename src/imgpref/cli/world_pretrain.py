@@ -47,7 +47,7 @@ def pretrain_command(
 ) -> None:
     """Pretrain the world CLIP, VAE and UNet with Lightning and save the base pipeline (deterministic from --seed)."""
     _check_out_and_threads(out, threads)
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from imgpref.cli.errors import usage_error
     from imgpref.world.base_model import PretrainSizes, pretrain_world, sample_fidelity
@@ -55,10 +55,10 @@ def pretrain_command(
 
     if quick and fast:
         usage_error("--quick and --fast are two different recipes; pass one")
-    sizes = PretrainSizes.quick() if quick else PretrainSizes.fast() if fast else PretrainSizes()
     if not 0.0 <= caption_noise < 1.0:
         usage_error(f"--caption-noise must lie in [0, 1); got {caption_noise}")
-    sizes.caption_noise = caption_noise
+    recipe = PretrainSizes.quick() if quick else PretrainSizes.fast() if fast else PretrainSizes()
+    sizes = replace(recipe, caption_noise=caption_noise)
     try:
         sizes.check_processes(processes)
     except ValueError as exc:

@@ -69,6 +69,10 @@ class PretrainSizes:
     # share of the UNet's scenes rendered with one flaw its caption does not mention (`scenes.sample_dataset`)
     caption_noise: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.caption_noise < 1.0:  # at construction: before any stage spends minutes
+            raise ValueError(f"caption_noise must lie in [0, 1); got {self.caption_noise}")
+
     def check_processes(self, processes: int) -> None:
         """ValueError unless `processes` data-parallel ranks can split every stage's batch evenly."""
         if processes < 1:
@@ -241,8 +245,6 @@ def pretrain_world(out: str | os.PathLike | None = None, *, seed: int = 0, sizes
 
     sizes = sizes or PretrainSizes()
     sizes.check_processes(processes)  # before any scene is rendered
-    if not 0.0 <= sizes.caption_noise < 1.0:
-        raise ValueError(f"caption_noise must lie in [0, 1); got {sizes.caption_noise}")
     if threads is not None:
         torch.set_num_threads(int(threads))
     report = PretrainReport(seed=seed, sizes=asdict(sizes), torch_threads=torch.get_num_threads(),
