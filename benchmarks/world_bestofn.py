@@ -31,22 +31,23 @@ def pick(selector: np.ndarray, n: int) -> np.ndarray:
     return groups.argmax(axis=2) + np.arange(big // n)[None, :] * n
 
 
-def gain_ci(values: np.ndarray, base: np.ndarray, rng: np.random.Generator, n_boot: int = 2000) -> tuple[float, float]:
+def gain_ci(values: np.ndarray, base: np.ndarray) -> tuple[float, float]:
     """95% percentile bootstrap interval over prompts of mean(values) - mean(base); both [P, *]."""
-    per_prompt = values.mean(axis=1) - base.mean(axis=1)
-    idx = rng.integers(0, per_prompt.size, size=(n_boot, per_prompt.size))
-    boots = per_prompt[idx].mean(axis=1)
-    return float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+    from imgpref.align.evaluate import bootstrap_win_rate  # the per-prompt-mean bootstrap of `align eval`
+
+    _, lo, hi = bootstrap_win_rate((values.mean(axis=1) - base.mean(axis=1))[:, None])
+    return lo, hi
 
 
 def unpaired_win(picked: np.ndarray, pool: np.ndarray) -> float:
     """P(picked utility > a base sample of the same prompt outside the pick's group), ties half.
 
     picked [P, G], one per disjoint group of n = N // G consecutive pool images; pool [P, N]. NaN when G = 1."""
+    from imgpref.align.evaluate import comparison_outcomes
+
     p, g = picked.shape
     n = pool.shape[1] // g
-    a, b = picked[:, :, None], pool[:, None, :]
-    outcome = np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0))
+    outcome = comparison_outcomes(*np.broadcast_arrays(picked[:, :, None], pool[:, None, :]))
     outside = np.arange(pool.shape[1])[None, :] // n != np.arange(g)[:, None]  # [G, N]
     if not outside.any():  # one group holds the whole pool: no independent sample is left to compare with
         return float("nan")
@@ -103,7 +104,6 @@ def main() -> None:
 
         selectors["reward model"] = proxy_rewards(load_scorer(args.rm), gens.images, gens.prompts).reshape(shape)
     t_gen = time.perf_counter() - t0
-    rng = np.random.default_rng(0)
     rows = []
     ns = [2 ** i for i in range(int(np.log2(args.n)) + 1)]
     for name, sel in selectors.items():
@@ -111,8 +111,8 @@ def main() -> None:
             idx = pick(sel, n)
             f, u = np.take_along_axis(fid, idx, 1), np.take_along_axis(util, idx, 1)
             rows.append({"selector": name, "n": n, "fidelity": float(f.mean()), "utility": float(u.mean()),
-                         "fidelity_gain": float(f.mean() - fid.mean()), "fidelity_ci": gain_ci(f, fid, rng),
-                         "utility_gain": float(u.mean() - util.mean()), "utility_ci": gain_ci(u, util, rng),
+                         "fidelity_gain": float(f.mean() - fid.mean()), "fidelity_ci": gain_ci(f, fid),
+                         "utility_gain": float(u.mean() - util.mean()), "utility_ci": gain_ci(u, util),
                          "win_vs_base": unpaired_win(u, util)})
     which = f"flow base {args.flow}" if args.flow else f"UNet base {args.pack or '(committed)'}"
     print(f"world_bestofn: {which}, {len(prompts)} held-out prompts x {args.n} base samples, guidance {guidance}; "
