@@ -67,6 +67,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="/tmp/world_sft_renders")
     args = ap.parse_args()
+    if not (Path(args.pairs) / "manifest.csv").is_file():
+        raise SystemExit(f"--pairs {args.pairs}: no manifest.csv there; write one with `imgpref align pairs` on the "
+                         "world base, or use LOOP/pairs of `imgpref world loop --out LOOP`")
     unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
